@@ -1,0 +1,3 @@
+from pratico_daemon.cli import main
+
+raise SystemExit(main())

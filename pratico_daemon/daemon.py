@@ -1,0 +1,142 @@
+"""The daemon: the root nursery of DESIGN.md and its lifecycle.
+
+`Daemon.run(task_status=…)` opens the stores, starts every long-lived task,
+binds the listeners and reports the bound addresses through
+`task_status.started(...)` (port 0 works: tests read the real port there). It
+then waits for a shutdown request (SIGTERM/SIGINT, or `request_shutdown()`)
+and drains: readiness turns false, clients are told to reconnect elsewhere,
+writers flush, and everything is cancelled once `shutdown_timeout_s` is up.
+
+Only this module (and `cli.py`) chooses concrete classes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from typing import Any
+
+import attrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from pratico_daemon import __version__, logs
+from pratico_daemon.auth import Authenticator
+from pratico_daemon.config import Config
+from pratico_daemon.http.app import create_app
+from pratico_daemon.sdnotify import Notifier
+from pratico_daemon.services import Services
+
+log = logs.get("daemon")
+
+
+@attrs.frozen
+class BoundAddresses:
+    """Where the daemon listens, as `host:port` strings (tests connect here)."""
+
+    realtime: str
+    http: str
+
+    @property
+    def realtime_url(self) -> str:
+        return f"http://{self.realtime}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http}"
+
+
+class Daemon:
+    def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier(None)
+        node_id = config.daemon.node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.services = Services(config=config, auth=Authenticator.from_config(config),
+                                 node_id=node_id)
+        self._shutdown = trio.Event()
+        self._signals_seen = 0
+
+    def __repr__(self) -> str:
+        state = "DRAINING" if self.services.health.draining else "RUNNING"
+        mode = "embedded" if self.config.embedded else "shared"
+        return f"<Daemon {self.services.node_id} {state} {mode}>"
+
+    def request_shutdown(self) -> None:
+        """Begin the drain (idempotent); called by signals and tests."""
+        self._shutdown.set()
+
+    async def run(
+        self, *, handle_signals: bool = False, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        svc = self.services
+        cfg = self.config
+        if cfg.embedded:
+            log.info("embedded mode: one node, state in %s (no redis.url, no postgres.dsn)",
+                     cfg.state_dir())
+        async with trio.open_nursery() as nursery:
+            if handle_signals:
+                await nursery.start(self._watch_signals)
+            interval = self.notifier.watchdog_interval_s()
+            if interval:
+                nursery.start_soon(self.notifier.watchdog_loop, interval)
+
+            http_stop = trio.Event()
+            app = create_app(svc)
+            hc = HypercornConfig()
+            port = cfg.http.port if cfg.http.port is not None else cfg.realtime.port
+            host = cfg.http.host if cfg.http.port is not None else cfg.realtime.host
+            hc.bind = [f"{host}:{port}"]
+            hc.graceful_timeout = 1.0
+            hc.accesslog = None
+            hc.errorlog = None
+            binds = await nursery.start(
+                _serve_http, app, hc, http_stop
+            )
+            bound = binds[0].removeprefix("http://")
+            svc.health.set("listeners", True)
+            addresses = BoundAddresses(realtime=bound, http=bound)
+            self.notifier.notify("READY=1", f"STATUS=serving on {bound}")
+            log.info("pratico-daemon %s ready on %s", __version__, bound)
+            task_status.started(addresses)
+
+            await self._shutdown.wait()
+            await self._drain(nursery, http_stop)
+
+    async def _drain(self, nursery: trio.Nursery, http_stop: trio.Event) -> None:
+        svc = self.services
+        svc.health.draining = True
+        svc.metrics.draining.set(1)
+        self.notifier.notify("STOPPING=1", "STATUS=draining")
+        log.info("draining (timeout %.1fs)", self.config.daemon.shutdown_timeout_s)
+        with trio.move_on_after(self.config.daemon.shutdown_timeout_s) as scope:
+            if svc.gateway is not None:
+                await svc.gateway.drain()
+            http_stop.set()
+            if svc.stores is not None:
+                await svc.stores.flush()
+        if scope.cancelled_caught:
+            log.warning("drain timed out; cancelling what is left")
+        nursery.cancel_scope.cancel()
+
+    async def _watch_signals(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    logs.reopen()
+                    log.info("SIGHUP: log files reopened")
+                    continue
+                self._signals_seen += 1
+                if self._signals_seen > 1:
+                    log.warning("second %s: exiting now", signal.Signals(signum).name)
+                    os._exit(1)
+                log.info("%s: draining", signal.Signals(signum).name)
+                self.request_shutdown()
+
+
+async def _serve_http(
+    app: Any, hc: HypercornConfig, stop: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    await hypercorn_serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)

@@ -1,0 +1,76 @@
+"""Prometheus metrics, one registry per `Daemon` (tests run several in one process).
+
+Names follow Prometheus conventions (`_total`, `_seconds`, `_bytes`). Every
+component receives the `Metrics` object; nothing registers on the global default
+registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.connections = Gauge(
+            "pratico_connections", "Open client connections", ["framing"], registry=r
+        )
+        self.connections_total = Counter(
+            "pratico_connections_opened_total", "Connections accepted", ["framing"], registry=r
+        )
+        self.rooms = Gauge("pratico_rooms", "Live rooms in this process", ["kind"], registry=r)
+        self.messages_in = Counter(
+            "pratico_messages_in_total", "Client messages received", ["framing"], registry=r
+        )
+        self.messages_out = Counter(
+            "pratico_messages_out_total", "Messages delivered to clients", ["framing"], registry=r
+        )
+        self.bytes_in = Counter("pratico_bytes_in_total", "Bytes received", registry=r)
+        self.bytes_out = Counter("pratico_bytes_out_total", "Bytes sent", registry=r)
+        self.event_write_seconds = Histogram(
+            "pratico_event_write_seconds",
+            "Append-to-durable latency of room events",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_batch_size = Histogram(
+            "pratico_event_batch_size",
+            "Events per group commit",
+            buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000),
+            registry=r,
+        )
+        self.journal_depth = Gauge(
+            "pratico_journal_events", "Events waiting in the outage journal", registry=r
+        )
+        self.checkpoint_lag_seconds = Gauge(
+            "pratico_checkpoint_lag_seconds",
+            "Age of the oldest room change not yet checkpointed",
+            registry=r,
+        )
+        self.checkpoints_total = Counter(
+            "pratico_checkpoints_total", "Room snapshots written", registry=r
+        )
+        self.slow_consumer_disconnects = Counter(
+            "pratico_slow_consumer_disconnects_total",
+            "Connections closed because their outbox was full",
+            registry=r,
+        )
+        self.errors = Counter(
+            "pratico_errors_total", "Errors answered to clients, by code", ["code"], registry=r
+        )
+        self.store_up = Gauge(
+            "pratico_store_up", "1 when a backing store answers", ["store"], registry=r
+        )
+        self.subscription_restarts = Counter(
+            "pratico_subscription_restarts_total",
+            "Redis keyspace-notification subscriptions re-established",
+            registry=r,
+        )
+        self.draining = Gauge("pratico_draining", "1 while shutting down", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
