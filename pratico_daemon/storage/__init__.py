@@ -1,0 +1,1 @@
+"""Storage behind small protocols (see protocols.py); `open_stores` picks the implementations."""

@@ -1,0 +1,152 @@
+"""What the rest of the daemon knows about storage: these protocols and nothing else.
+
+Each protocol has a production implementation (PostgreSQL or Redis, asyncio
+clients driven through trio-asyncio inside the adapter) and an embedded one
+(SQLite under `state_dir`, in-process TTL keys on trio's clock). One contract
+test suite runs against both. Nothing above this package imports asyncio,
+asyncpg or redis.
+
+Library errors become these exceptions at the adapter boundary:
+`StorageUnavailable` (the store does not answer: degrade, journal, or answer
+`unavailable`), `Conflict` (a uniqueness rule said no), `InvalidData` (the
+caller's data is refused: oversized, not JSON, from a newer schema).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+
+class StorageError(Exception):
+    """Base of the storage errors that cross the adapter boundary."""
+
+
+class StorageUnavailable(StorageError):
+    """The backing store does not answer (connection refused, timed out, failed over)."""
+
+
+class Conflict(StorageError):
+    """A uniqueness or state rule refused the write (name taken, already ended)."""
+
+
+class InvalidData(StorageError):
+    """The data is refused as given (too large, not JSON-serialisable, newer schema)."""
+
+
+def new_event_id() -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): time-ordered, so ids sort like the events they name."""
+    import os
+    import time
+
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@attrs.frozen
+class RoomEvent:
+    """One row of `room_events` (seed 000): what happened in a room, by whom."""
+
+    room_id: str
+    type: str
+    data: Mapping[str, Any] = attrs.field(factory=dict)
+    user_id: str | None = None
+    id: uuid.UUID = attrs.field(factory=new_event_id)
+    created_at: dt.datetime = attrs.field(factory=utcnow)
+
+
+class EventStore(Protocol):
+    async def append_durable(self, event: RoomEvent) -> None:
+        """Return once `event` is committed (Postgres, or the local outage journal).
+
+        Many concurrent callers share one group commit. Raises `StorageUnavailable`
+        only when neither Postgres nor the journal can take it, `InvalidData` when
+        the event is refused (data too large or not JSON).
+        """
+        ...
+
+    async def read(
+        self, room_id: str, *, after: uuid.UUID | None = None, limit: int = 100
+    ) -> list[RoomEvent]:
+        """A room's events in time order, strictly after `after`."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until everything appended so far is durable (drain on shutdown)."""
+        ...
+
+
+@attrs.frozen
+class Checkpoint:
+    """A versioned snapshot of one room's state (cattrs-unstructured, JSON-able)."""
+
+    room_id: str
+    kind: str  # "lesson" | "pratico" | "conversation" | ...
+    version: int
+    state: Mapping[str, Any]
+    schema: int = 1
+
+
+class CheckpointStore(Protocol):
+    async def put_many(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Write snapshots in one batch; an older version never overwrites a newer one."""
+        ...
+
+    async def get(self, room_id: str) -> Checkpoint | None: ...
+
+    async def delete(self, room_id: str) -> None: ...
+
+    async def list(self, kind: str | None = None) -> list[Checkpoint]:
+        """Every stored snapshot (of one kind), for restore at start."""
+        ...
+
+
+RESYNC = "\0resync"
+"""Sent on the expirations channel when notifications may have been lost
+(overflow, resubscription): the consumer rescans the keys it cares about."""
+
+
+class PresenceStore(Protocol):
+    """Keys with TTLs and hashes, named exactly as the seed documents (prefix added inside)."""
+
+    async def hset(self, key: str, mapping: Mapping[str, str], ttl_s: float | None = None) -> None: ...
+
+    async def hgetall(self, key: str) -> dict[str, str]: ...
+
+    async def hdel(self, key: str, *fields: str) -> None: ...
+
+    async def set(
+        self, key: str, value: str, ttl_s: float | None = None, *, nx: bool = False
+    ) -> bool: ...
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def expire(self, key: str, ttl_s: float) -> None: ...
+
+    async def persist(self, key: str) -> None: ...
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds left, None when the key has no TTL or does not exist."""
+        ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def delete(self, *keys: str) -> None: ...
+
+    async def scan(self, pattern: str) -> list[str]:
+        """Keys (prefix stripped) matching a glob pattern, for resync after RESYNC."""
+        ...
