@@ -1,0 +1,1 @@
+"""Room actors (room.py), their registry (registry.py) and encode-once broadcasts."""

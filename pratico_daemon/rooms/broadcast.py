@@ -1,0 +1,57 @@
+"""A server event encoded at most once per framing, shared by every recipient.
+
+DESIGN.md, "Encode once, send many": a room builds one `Broadcast` per event;
+each member asks it for the bytes of its own framing (`Framing.SOCKETIO`,
+`Framing.JSON`, …) and the first request of each framing pays the encoding.
+Encoders are registered by the session layer (which knows the codecs), so this
+module depends on nothing above it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+class Framing(enum.Enum):
+    """How a member's connection frames events (PROTOCOL.md §1a/§1b)."""
+
+    SOCKETIO_WS = "socketio-ws"  # WebSocket frame carrying "42/ns,[...]"
+    SOCKETIO_POLLING = "socketio-polling"  # Engine.IO packet text, queued for a poll
+    JSON_WS = "json-ws"  # WebSocket frame carrying {"type": ..., ...}
+
+
+Encoder = Callable[[str, str, Mapping[str, Any]], Any]
+"""(namespace, name, payload) -> whatever the member's connection sends."""
+
+_ENCODERS: dict[Framing, Encoder] = {}
+
+
+def register_encoder(framing: Framing, encoder: Encoder) -> None:
+    """Install the encoder of a framing (done once by the session layer at import)."""
+    _ENCODERS[framing] = encoder
+
+
+class Broadcast:
+    """One event for many members; `frame(framing)` encodes lazily, once per framing."""
+
+    __slots__ = ("_frames", "name", "namespace", "payload")
+
+    def __init__(self, namespace: str, name: str, payload: Mapping[str, Any]) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.payload = payload
+        self._frames: dict[Framing, Any] = {}
+
+    def frame(self, framing: Framing) -> Any:
+        try:
+            return self._frames[framing]
+        except KeyError:
+            encoded = self._frames[framing] = _ENCODERS[framing](
+                self.namespace, self.name, self.payload
+            )
+            return encoded
+
+    def __repr__(self) -> str:
+        return f"<Broadcast {self.namespace} {self.name} encoded={len(self._frames)}>"
