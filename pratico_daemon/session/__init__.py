@@ -1,0 +1,1 @@
+"""Client sessions: the gateway, namespaces (the products' contract), validation."""
