@@ -79,7 +79,28 @@ async def openapi() -> Response:
     return json_response(api.openapi("pratico-daemon", __version__))
 
 
+# Product REST modules declare their routes on `api` when imported.
+ROUTE_MODULES = (
+    "pratico_daemon.classroom.rest",
+    "pratico_daemon.pratico.rest",
+    "pratico_daemon.conversation.rest",
+    "pratico_daemon.session.admin_rest",
+)
+
+
+def _import_route_modules() -> None:
+    import importlib
+
+    for name in ROUTE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real import error inside the module
+                raise
+
+
 def create_app(svc: Services) -> QuartTrio:
+    _import_route_modules()
     app = QuartTrio("pratico_daemon", static_folder=None)
     app.config["SERVICES"] = svc
     app.config["MAX_CONTENT_LENGTH"] = svc.config.limits.max_snapshot_bytes + 64 * 1024
