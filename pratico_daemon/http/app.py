@@ -95,8 +95,9 @@ def _import_route_modules() -> None:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real import error inside the module
-                raise
+            missing = exc.name or ""
+            if not (name == missing or name.startswith(missing + ".")):
+                raise  # a real import error inside the module
 
 
 def create_app(svc: Services) -> QuartTrio:
