@@ -10,6 +10,7 @@ module depends on nothing above it.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,8 +23,8 @@ class Framing(enum.Enum):
     JSON_WS = "json-ws"  # WebSocket frame carrying {"type": ..., ...}
 
 
-Encoder = Callable[[str, str, Mapping[str, Any]], Any]
-"""(namespace, name, payload) -> whatever the member's connection sends."""
+Encoder = Callable[["Broadcast"], Any]
+"""Broadcast -> whatever a member's connection sends for that framing."""
 
 _ENCODERS: dict[Framing, Encoder] = {}
 
@@ -33,24 +34,31 @@ def register_encoder(framing: Framing, encoder: Encoder) -> None:
     _ENCODERS[framing] = encoder
 
 
-class Broadcast:
-    """One event for many members; `frame(framing)` encodes lazily, once per framing."""
+_OFFSETS = itertools.count(1)
 
-    __slots__ = ("_frames", "name", "namespace", "payload")
+
+class Broadcast:
+    """One event for many members; `frame(framing)` encodes lazily, once per framing.
+
+    `offset` is unique and increasing within the process: Socket.IO clients echo
+    the last one they saw when they reconnect (connection-state recovery), and
+    the gateway replays what came after it.
+    """
+
+    __slots__ = ("_frames", "name", "namespace", "offset", "payload")
 
     def __init__(self, namespace: str, name: str, payload: Mapping[str, Any]) -> None:
         self.namespace = namespace
         self.name = name
         self.payload = payload
+        self.offset = next(_OFFSETS)
         self._frames: dict[Framing, Any] = {}
 
     def frame(self, framing: Framing) -> Any:
         try:
             return self._frames[framing]
         except KeyError:
-            encoded = self._frames[framing] = _ENCODERS[framing](
-                self.namespace, self.name, self.payload
-            )
+            encoded = self._frames[framing] = _ENCODERS[framing](self)
             return encoded
 
     def __repr__(self) -> str:

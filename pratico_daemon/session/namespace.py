@@ -124,9 +124,21 @@ class Namespace:
         return None
 
     async def disconnect(self, client: Client, reason: str) -> None:
-        """The client is gone (closed, timed out, kicked, or the daemon drains)."""
+        """The client's connection is gone: update presence (e.g. `connected: false`).
+
+        This is NOT the end of the client. If the drop was unexpected, the gateway
+        keeps the client for `engineio.recovery_window_s` (Socket.IO connection-state
+        recovery, or a JSON `resume`): it stays a member of the rooms it was in, and
+        what is broadcast meanwhile is buffered for it. Then exactly one of
+        `reconnected` (it came back) or `gone` (it will not) follows. An explicit
+        disconnect (client-side close, kick, logout, drain) is followed by `gone` at once.
+        """
         return None
 
     async def reconnected(self, client: Client) -> None:
-        """The client came back within the recovery window with its state recovered."""
+        """The client came back within the recovery window; missed events were replayed."""
+        return None
+
+    async def gone(self, client: Client) -> None:
+        """The client will not come back: remove it from rooms, forget per-client state."""
         return None

@@ -13,9 +13,9 @@ ENCODED: list[tuple[Framing, str]] = []
 
 
 def _counting_encoder(framing: Framing):
-    def encode(namespace, name, payload):
-        ENCODED.append((framing, name))
-        return f"{framing.value}:{namespace}:{name}:{sorted(payload.items())}"
+    def encode(b: Broadcast):
+        ENCODED.append((framing, b.name))
+        return f"{framing.value}:{b.namespace}:{b.name}:{sorted(b.payload.items())}:{b.offset}"
 
     return encode
 
