@@ -16,6 +16,8 @@ import trio
 from pratico_daemon.config import Config, from_mapping
 from pratico_daemon.daemon import BoundAddresses, Daemon
 
+pytest_plugins = ["tests.support.redis", "tests.support.pg"]
+
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
 
