@@ -18,12 +18,21 @@ import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import asyncpg
+import attrs
 import pytest
 
 from pratico_daemon.storage import migrate
 from pratico_daemon.storage.aio import aio_as_trio, open_loop
+from pratico_daemon.storage.embedded_sql import open_embedded_sql
+from pratico_daemon.storage.pg_events import open_pg_events
+from pratico_daemon.storage.pg_repos import pg_repos
+from pratico_daemon.storage.postgres import Postgres
+from pratico_daemon.storage.repos import Repos
 
 PG_URL = os.environ.get("PRATICO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 _template: str | None = None
@@ -124,3 +133,46 @@ async def aio_loop() -> AsyncIterator[object]:
     """The trio-asyncio loop a test's asyncio clients live in (one per test)."""
     async with open_loop() as loop:
         yield loop
+
+
+@attrs.define
+class SqlBackend:
+    """An `EventStore` and the repositories on one backend, for contract tests."""
+
+    kind: str
+    events: Any
+    repos: Repos
+    state_dir: Path
+
+
+@asynccontextmanager
+async def open_backend(kind: str, state_dir: Path, dsn: str | None = None,
+                       services: Any = None, **options: Any) -> AsyncIterator[SqlBackend]:
+    """Postgres (needs `dsn` and a current trio-asyncio loop) or embedded SQLite."""
+    if kind == "postgres":
+        assert dsn is not None
+        pg = await Postgres.open(dsn, max_size=4)
+        try:
+            async with open_pg_events(pg, state_dir, services=services, **options) as events:
+                yield SqlBackend(kind, events, pg_repos(pg), state_dir)
+        finally:
+            await pg.close()
+    else:
+        async with open_embedded_sql(state_dir / "pratico.sqlite", services=services,
+                                     **options) as sql:
+            yield SqlBackend(kind, sql.events, sql.repos, state_dir)
+
+
+@pytest.fixture(params=["postgres", "embedded"])
+async def sql_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlBackend]:
+    """The contract suite's subject: each test runs once per backend."""
+    if request.param == "postgres":
+        name = await create_test_database()
+        try:
+            async with open_loop(), open_backend("postgres", tmp_path, dsn_for(name)) as b:
+                yield b
+        finally:
+            await drop_test_database(name)
+    else:
+        async with open_backend("embedded", tmp_path) as b:
+            yield b
