@@ -45,6 +45,7 @@ DEFAULT_MAX_NAME_CHARS = 128
 _MAX_ACK_DIGITS = 15
 
 _DIGITS = frozenset("0123456789")
+_DIGITS_RE = re.compile(r"[0-9]*")
 # A namespace is a URL path: "/" then the characters RFC 3986 allows in a path
 # segment, plus "/". "," would end it in the header, and "?" or "#" would be
 # read as a query by some clients (python-socketio strips "?…"), so both are out.
@@ -94,6 +95,8 @@ class ConnectError:
 
 
 Packet = Connect | Disconnect | Event | Ack | ConnectError
+
+_TYPE_BY_CHAR = {str(int(t)): t for t in PacketType}
 
 
 # ---------------------------------------------------------------------------
@@ -254,9 +257,9 @@ def decode_packet(
             "binary_not_supported", "binary Engine.IO message", close_code=None
         )
     n = len(text)
-    if n == 0 or text[0] not in "0123456":
+    kind = _TYPE_BY_CHAR.get(text[:1])
+    if kind is None:
         raise _invalid("unknown Socket.IO packet type")
-    kind = PacketType(ord(text[0]) - 48)
     i = 1
     if kind is PacketType.BINARY_EVENT or kind is PacketType.BINARY_ACK:
         dash = text.find("-", 1, 1 + _MAX_ACK_DIGITS)
@@ -269,14 +272,14 @@ def decode_packet(
         comma = text.find(",", i, i + max_namespace_chars + 1)
         end = comma if comma != -1 else n
         namespace = text[i:end]
-        if not valid_namespace(namespace, max_namespace_chars):
+        if len(namespace) > max_namespace_chars or (
+            namespace not in _PREFIX_CACHE and _NAMESPACE_RE.match(namespace) is None
+        ):
             raise _invalid("invalid namespace")
         i = end + 1 if comma != -1 else n
 
     ack: int | None = None
-    j = i
-    while j < n and text[j] in _DIGITS:
-        j += 1
+    j = _DIGITS_RE.match(text, i).end()  # type: ignore[union-attr]  # matches "" at worst
     if j > i:
         if j - i > _MAX_ACK_DIGITS:
             raise _invalid("ack id too long")
