@@ -211,11 +211,10 @@ class RedisBridge:
                 for req in batch:
                     req.settle(fail)
                 continue
+            # Left set if the worker is cancelled mid-batch: `run` then fails these callers.
             self._in_flight = batch
-            try:
-                await self._run_batch(batch, loop)
-            finally:
-                self._in_flight = []
+            await self._run_batch(batch, loop)
+            self._in_flight = []
 
     async def _run_batch(self, batch: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
         try:
