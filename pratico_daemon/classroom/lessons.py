@@ -1,0 +1,67 @@
+"""Lessons and seats as the classroom uses them, on top of the storage's `LessonRepo`.
+
+The repositories (Postgres in production, SQLite embedded) answer one
+question per call; the classroom needs a few combinations of them on every
+`join_lesson` and on presence expiry. `LessonBook` composes those, issuing
+independent calls together so they share the bridge's batches.
+
+Ending is idempotent across daemons: each lesson is ended by the repository's
+single conditional statement (`LessonRepo.end`, which also closes the
+lesson's open quizzes and tasks), and only the call that ended it hears True.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from pratico_daemon.classroom.concurrency import together
+from pratico_daemon.storage.repos import Attendance, Lesson, LessonRepo
+
+
+@attrs.frozen
+class SeatChange:
+    attendance: Attendance
+    previous_seat: int | None
+    """The seat the student held before (to free it in the seat hash), if another."""
+
+
+class LessonBook:
+    def __init__(self, repo: LessonRepo) -> None:
+        self.repo = repo
+
+    def __repr__(self) -> str:
+        return f"<LessonBook {self.repo!r}>"
+
+    async def get(self, lesson_id: str) -> Lesson | None:
+        return await self.repo.get(lesson_id)
+
+    async def get_with_seat(self, lesson_id: str, student_id: str | None
+                            ) -> tuple[Lesson | None, int | None]:
+        """The lesson and the student's seat (None: no attendance row)."""
+        if student_id is None:
+            return await self.repo.get(lesson_id), None
+        lesson, seat = await together(lambda: self.repo.get(lesson_id),
+                                      lambda: self.repo.seat_of(lesson_id, student_id))
+        return lesson, (seat if lesson is not None else None)
+
+    async def start(self, lesson_id: str) -> bool:
+        return await self.repo.start(lesson_id)
+
+    async def take_seat(self, lesson_id: str, student_id: str, seat: int,
+                        display_name: str | None) -> SeatChange:
+        """Seat (or move) a student and set its name; `Conflict` if the seat is taken.
+
+        Callers hold the lesson's lock, so the previous seat read here is the
+        one the upsert replaces.
+        """
+        previous = await self.repo.seat_of(lesson_id, student_id)
+        attendance = await self.repo.set_attendance(lesson_id, student_id, seat, display_name)
+        return SeatChange(attendance, previous if previous != seat else None)
+
+    async def end_live_lessons(self, org_id: str, teacher_id: str) -> list[str]:
+        """End the teacher's *live* lessons (not the scheduled ones); ids this call ended."""
+        candidates = await self.repo.live_lessons_of(org_id, teacher_id)
+        lessons = await together(*[lambda i=i: self.repo.get(i) for i in candidates])
+        live = [lesson.id for lesson in lessons if lesson is not None and lesson.status == "live"]
+        won = await together(*[lambda i=i: self.repo.end(i) for i in live])
+        return [lesson_id for lesson_id, ended in zip(live, won, strict=True) if ended]

@@ -1,0 +1,599 @@
+"""The `/classroom` namespace: lessons, seats, teacher presence, managers (PROTOCOL.md §2).
+
+Who is on a connection is decided once, at connect, and kept in `client.data`:
+`role` (teacher | student | manager), `org_id` (from the token; for an
+anonymous student the query's, if any) and `client_id` (the token's subject,
+or for an anonymous student its sid, until an `access_token` binds a user).
+Every event handler checks the payload (`validate.fields`), then who may do
+it, and only then changes anything, so an ERROR ack means nothing changed.
+
+Presence (teachers): `alive:org_{org}_user_{user}` is `{login_time, state}`.
+A teacher may hold several connections; presence turns `disconnect` (with the
+grace TTL) when the last one on this node drops, and `connect` again (TTL
+removed) when one comes back. When the key expires, the expiry watcher (`run`)
+ends the teacher's live lessons with one conditional UPDATE and tells the
+org's managers `logout` — see `presence.py`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from pratico_daemon import logs
+from pratico_daemon.auth import Claims
+from pratico_daemon.classroom import keys
+from pratico_daemon.classroom import rooms as croom
+from pratico_daemon.classroom.analytics import AnalyticsSink
+from pratico_daemon.classroom.concurrency import together
+from pratico_daemon.classroom.lessons import LessonBook
+from pratico_daemon.classroom.locks import KeyedLock
+from pratico_daemon.errors import AppError
+from pratico_daemon.rooms.room import Room
+from pratico_daemon.session.namespace import Client, Identity, Namespace
+from pratico_daemon.session.validate import ID, Field, fields, one_of, optional
+from pratico_daemon.storage.expirations import ExpiryFeed
+from pratico_daemon.storage.protocols import (
+    RESYNC,
+    Conflict,
+    InvalidData,
+    RoomEvent,
+    StorageError,
+    StorageUnavailable,
+)
+from pratico_daemon.storage.repos import Lesson, NotFound
+
+log = logs.get("classroom")
+
+TOKEN = Field((str,), min_len=1, max_len=8192)
+DISPLAY_NAME = Field((str,), min_len=1, max_len=100)
+SEAT_ID = Field((str, int), min_len=1, max_len=6)
+# Several daemons all see one expiry; the first to claim it tells the managers.
+# Every node hears the notification within ~100 ms, so a few seconds is plenty.
+EXPIRY_CLAIM_TTL_S = 10.0
+# Presence writes on disconnect run shielded (a drain must not leave a teacher
+# `connect` forever) but bounded, so a dead Redis cannot hold the drain.
+DISCONNECT_WRITE_TIMEOUT_S = 5.0
+
+
+def retry_after(ttl_s: float) -> int:
+    """Whole seconds a refused client should wait (at least 1 while the key exists)."""
+    return max(1, math.ceil(ttl_s))
+
+
+class ClassroomNamespace(Namespace):
+    name = croom.NAMESPACE
+
+    def __init__(self, services: Any, lessons: LessonBook | None = None,
+                 analytics: AnalyticsSink | None = None) -> None:
+        super().__init__(services)
+        self._lessons = lessons
+        self.analytics = analytics or AnalyticsSink(services.config.analytics)
+        self.grace_s = services.config.presence.disconnect_grace_s
+        self.cooldown_s = services.config.presence.force_logout_cooldown_s
+        self.max_room_members = services.config.limits.max_room_members
+        self._user_locks = KeyedLock()
+        self._lesson_locks = KeyedLock()
+        self._in_grace: set[tuple[str, str]] = set()
+        """(org, user) whose alive key this node put on the grace TTL (for RESYNC)."""
+        self._nursery: trio.Nursery | None = None
+        self.expired_handled = 0
+        self.events.update({
+            "join_lesson": self.join_lesson,
+            "set_student_name": self.set_student_name,
+            "logout": self.logout,
+            "force_logout": self.force_logout,
+        })
+
+    def __repr__(self) -> str:
+        return (f"<ClassroomNamespace {len(self.directory)} clients "
+                f"{len(self._in_grace)} in grace>")
+
+    @property
+    def lessons(self) -> LessonBook:
+        """Over the stores' lesson repository (the daemon opens stores after building us)."""
+        if self._lessons is None:
+            self._lessons = LessonBook(self.services.stores.repos.lessons)
+        return self._lessons
+
+    @property
+    def presence(self) -> Any:
+        return self.services.stores.presence
+
+    # -- background work ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The analytics sender and the presence-expiry watcher, for the daemon's lifetime."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.analytics.run)
+            feed = getattr(self.services.stores, "expirations", None)
+            if feed is not None:
+                await self._adopt_grace()
+                receive = feed.receive if isinstance(feed, ExpiryFeed) else feed
+                nursery.start_soon(self._watch_expirations, receive)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _adopt_grace(self) -> None:
+        """After a restart, teachers left in grace by an earlier run are ours to watch."""
+        for key in await self.presence.scan(keys.ALIVE_PATTERN):
+            parsed = keys.parse_alive(key)
+            if parsed is not None and (await self.presence.hgetall(key)).get(
+                    "state") == "disconnect":
+                self._in_grace.add(parsed)
+
+    async def _watch_expirations(self, receive: trio.MemoryReceiveChannel[str]) -> None:
+        async for name in receive:
+            try:
+                if name == RESYNC:
+                    await self._resync()
+                else:
+                    await self.on_expired(name)
+            except StorageError as exc:
+                # The key is gone already; a later RESYNC cannot find it again, so
+                # keep it in the grace set and retry on the next RESYNC.
+                log.warning("presence expiry of %s not handled yet: %s", name, exc)
+
+    async def _resync(self) -> None:
+        """Notifications may have been lost: any key we put in grace that is gone expired."""
+        alive_now = set(await self.presence.scan(keys.ALIVE_PATTERN))
+        for org_id, user_id in sorted(self._in_grace):
+            key = keys.alive(org_id, user_id)
+            if key not in alive_now:
+                await self.on_expired(key)
+
+    async def on_expired(self, key: str) -> None:
+        """An alive key expired: end the teacher's live lessons; the winner tells the managers."""
+        parsed = keys.parse_alive(key)
+        if parsed is None:
+            return
+        org_id, user_id = parsed
+        async with self._user_locks.hold(f"{org_id}/{user_id}"):
+            if await self.presence.exists(key):
+                self._in_grace.discard(parsed)
+                return  # reconnected meanwhile: a fresh key, the lesson stays
+            ended, claimed = await together(
+                lambda: self.lessons.end_live_lessons(org_id, user_id),
+                lambda: self.presence.set(f"expired:{key}", self.services.node_id,
+                                          ttl_s=EXPIRY_CLAIM_TTL_S, nx=True),
+            )
+            self._in_grace.discard(parsed)
+        self.expired_handled += 1
+        for lesson_id in ended:
+            await self._record_soft(RoomEvent(lesson_id, "lesson_ended", {
+                "reason": "teacher_presence_expired"}, user_id=user_id))
+            await croom.call_if_open(self.services.rooms, croom.lesson_room_id(lesson_id),
+                                     croom.close("lesson_ended", {"lesson_id": lesson_id}))
+        if claimed:
+            await self._record_soft(RoomEvent(f"org:{org_id}", "teacher_expired",
+                                              {"lessons_ended": ended}, user_id=user_id))
+            await self._tell_managers(org_id, "logout", {"user_id": user_id})
+
+    # -- connect / disconnect -------------------------------------------------------------------
+
+    async def connect(self, client: Client, auth: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        query = client.query
+        claims = client.identity.claims
+        role = query.get("role") or (claims.role if claims else "")
+        org_q = query.get("org_id") or None
+        if org_q is not None and len(org_q) > 200:
+            raise AppError("invalid_payload", "org_id: longer than 200")
+        if query.get("product_type") == "manager":
+            return await self._connect_manager(client, claims, org_q)
+        if role == "teacher":
+            return await self._connect_teacher(client, claims, org_q)
+        if role == "student":
+            return await self._connect_student(client, claims, org_q)
+        if role == "admin":
+            raise AppError("forbidden", "admins connect as managers (product_type=manager)")
+        raise AppError("invalid_payload", "role: not one of ['teacher', 'student', 'admin']")
+
+    @staticmethod
+    def _require(claims: Claims | None, role: str, org_q: str | None) -> Claims:
+        if claims is None:
+            raise AppError("unauthorized", f"a {role} connection needs a token")
+        if claims.role != role:
+            raise AppError("forbidden", f"token role is {claims.role}, not {role}")
+        if not claims.org_id:
+            raise AppError("forbidden", "token has no org_id")
+        if org_q is not None and org_q != claims.org_id:
+            raise AppError("forbidden", "org_id does not match the token")
+        return claims
+
+    async def _connect_manager(self, client: Client, claims: Claims | None,
+                               org_q: str | None) -> Mapping[str, Any]:
+        claims = self._require(claims, "admin", org_q)
+        client.data.update(role="manager", org_id=claims.org_id, client_id=claims.sub)
+        room_id = croom.manager_room_id(claims.org_id)
+        await croom.open_and_call(self.services.rooms, room_id,
+                                  lambda: self._room(room_id, "managers",
+                                                     croom.ManagerState(claims.org_id)),
+                                  croom.join(client))
+        client.data["manager_room"] = room_id
+        self._track("connect", client)
+        return {"client_id": claims.sub, "role": "manager"}
+
+    async def _connect_teacher(self, client: Client, claims: Claims | None,
+                               org_q: str | None) -> Mapping[str, Any]:
+        claims = self._require(claims, "teacher", org_q)
+        org_id, user_id = claims.org_id, claims.sub
+        async with self._user_locks.hold(f"{org_id}/{user_id}"):
+            left = await self.presence.ttl(keys.cooldown(org_id, user_id))
+            if left is not None and left > 0:
+                raise AppError("cooldown", "logged out by a manager; try again later",
+                               retry_after=retry_after(left))
+            client.data.update(role="teacher", org_id=org_id, client_id=user_id)
+            reconnect = await self._mark_connected(client)
+        self._track("reconnect" if reconnect else "connect", client)
+        return {"client_id": user_id, "role": "teacher"}
+
+    async def _mark_connected(self, client: Client) -> bool:
+        """alive := connect (TTL removed), the `{user_id}` hash, `teacher_connect`.
+
+        Returns True when this is a reconnect within the grace period. Caller
+        holds the user's lock.
+        """
+        org_id, user_id = client.data["org_id"], client.data["client_id"]
+        alive = keys.alive(org_id, user_id)
+        others = self._other_live_teacher_connections(client)
+        previous = await self.presence.hgetall(alive)
+        login_time = previous.get("login_time") if others else None
+        session: dict[str, str] = {"sid": client.sid, "client_id": user_id, "role": "teacher",
+                                   "org_id": org_id}
+        if client.data.get("lesson_id"):
+            session["lesson_id"] = client.data["lesson_id"]
+        await together(
+            lambda: self.presence.hset(alive, {"login_time": login_time or str(int(time.time())),
+                                               "state": "connect"}),
+            lambda: self.presence.persist(alive),
+            lambda: self.presence.hset(keys.user(user_id), session,
+                                       ttl_s=keys.SESSION_TTL_S),
+        )
+        self._in_grace.discard((org_id, user_id))
+        client.data["teacher_live"] = True
+        if not others:
+            await self._tell_managers(org_id, "teacher_connect", {"user_id": user_id})
+            await self._record_soft(RoomEvent(self._presence_room(client), "teacher_connect",
+                                              {"sid": client.sid}, user_id=user_id))
+        return previous.get("state") == "disconnect"
+
+    def _other_live_teacher_connections(self, client: Client) -> list[Client]:
+        return [c for c in self.directory.of_user(client.data["client_id"])
+                if c.sid != client.sid and c.data.get("teacher_live")
+                and c.data.get("org_id") == client.data["org_id"]]
+
+    async def _connect_student(self, client: Client, claims: Claims | None,
+                               org_q: str | None) -> Mapping[str, Any]:
+        if claims is not None:
+            claims = self._require(claims, "student", org_q)
+            client_id, org_id = claims.sub, claims.org_id
+        else:
+            client_id, org_id = client.sid, org_q
+        client.data.update(role="student", org_id=org_id, client_id=client_id)
+        existed = await self._write_student_session(client)
+        self._track("reconnect" if existed else "connect", client)
+        return {"client_id": client_id, "role": "student"}
+
+    async def _write_student_session(self, client: Client) -> bool:
+        """Reset `{client_id}` with this sid (24 h); True if the key existed (a reconnect)."""
+        key = keys.user(client.data["client_id"])
+        session = {"sid": client.sid, "client_id": client.data["client_id"], "role": "student",
+                   "org_id": client.data.get("org_id") or ""}
+        if client.data.get("lesson_id"):
+            session["lesson_id"] = client.data["lesson_id"]
+        existed, _ = await together(
+            lambda: self.presence.exists(key),
+            lambda: self.presence.hset(key, session, ttl_s=keys.SESSION_TTL_S),
+        )
+        return bool(existed)
+
+    async def disconnect(self, client: Client, reason: str) -> None:
+        """The connection dropped (it may still come back: `reconnected` or `gone` follows)."""
+        role = client.data.get("role")
+        if role is None:
+            return
+        self._track("disconnect", client, reason=reason)
+        if role == "teacher" and client.data.get("teacher_live"):
+            client.data["teacher_live"] = False
+            with trio.CancelScope(shield=True), trio.move_on_after(DISCONNECT_WRITE_TIMEOUT_S):
+                try:
+                    await self._mark_disconnected(client)
+                except StorageError as exc:
+                    log.warning("teacher %s disconnect not recorded: %s",
+                                client.data["client_id"], exc)
+
+    async def _mark_disconnected(self, client: Client) -> None:
+        org_id, user_id = client.data["org_id"], client.data["client_id"]
+        async with self._user_locks.hold(f"{org_id}/{user_id}"):
+            if client.data.get("logged_out") or self._other_live_teacher_connections(client):
+                return
+            alive = keys.alive(org_id, user_id)
+            if not await self.presence.exists(alive):
+                return  # logged out elsewhere: nothing to put in grace
+            await self.presence.hset(alive, {"state": "disconnect"}, ttl_s=self.grace_s)
+            self._in_grace.add((org_id, user_id))
+        await self._tell_managers(org_id, "teacher_disconnect", {"user_id": user_id})
+        await self._record_soft(RoomEvent(self._presence_room(client), "teacher_disconnect",
+                                          {"sid": client.sid, "grace_s": self.grace_s},
+                                          user_id=user_id))
+
+    async def reconnected(self, client: Client) -> None:
+        """Back within the recovery window: a teacher's presence turns `connect` again."""
+        role = client.data.get("role")
+        if role == "teacher" and not client.data.get("logged_out"):
+            async with self._user_locks.hold(f"{client.data['org_id']}/{client.data['client_id']}"):
+                await self._mark_connected(client)
+        if role is not None:
+            self._track("reconnect", client)
+
+    async def gone(self, client: Client) -> None:
+        """The client will not come back: leave its lesson and manager rooms."""
+        with trio.CancelScope(shield=True), trio.move_on_after(DISCONNECT_WRITE_TIMEOUT_S):
+            await self._leave_lesson(client, "disconnect")
+            room_id = client.data.pop("manager_room", None)
+            if room_id is not None:
+                await croom.call_if_open(self.services.rooms, room_id, croom.leave(client.sid))
+
+    async def _leave_lesson(self, client: Client, reason: str) -> None:
+        lesson_id = client.data.pop("lesson_id", None)
+        if lesson_id is None:
+            return
+        was_in = await croom.call_if_open(self.services.rooms, croom.lesson_room_id(lesson_id),
+                                          croom.leave(client.sid))
+        if was_in:
+            await self._record_soft(RoomEvent(lesson_id, "lesson_left", {
+                "role": client.data.get("role"), "sid": client.sid, "reason": reason},
+                user_id=client.data.get("client_id")))
+
+    # -- client events --------------------------------------------------------------------------
+
+    async def join_lesson(self, client: Client, payload: dict[str, Any]) -> Mapping[str, Any]:
+        user_id, lesson_id, role, access_token = fields(
+            payload, user_id=ID, lesson_id=ID, role=one_of("teacher", "student"),
+            access_token=optional(TOKEN))
+        mine = client.data.get("role")
+        if mine not in ("teacher", "student"):
+            raise AppError("forbidden", "only teacher and student connections join lessons")
+        if role != mine:
+            raise AppError("forbidden", f"this connection is a {mine}'s")
+        bind: Claims | None = None
+        if access_token is not None and mine == "student":
+            bind = self._student_token(client, access_token)
+        client_id = bind.sub if bind is not None else client.data["client_id"]
+        org_id = bind.org_id if bind is not None else client.data.get("org_id")
+        if user_id != client_id:
+            raise AppError("forbidden", "user_id is not this connection's user")
+        lesson, seat = await self._lesson_and_seat(lesson_id,
+                                                   client_id if mine == "student" else None)
+        if org_id and lesson.org_id != org_id:
+            raise AppError("forbidden", "the lesson belongs to another organisation")
+        if mine == "teacher" and lesson.teacher_id != user_id:
+            raise AppError("forbidden", "another teacher's lesson")
+        if lesson.status == "ended":
+            raise AppError("lesson_ended", "the lesson has ended")
+
+        # Checks passed: from here on the join happens.
+        if bind is not None:
+            self._bind_student(client, bind)
+        previous = client.data.get("lesson_id")
+        if previous is not None and previous != lesson_id:
+            await self._leave_lesson(client, "moved")
+        client.data["lesson_id"] = lesson_id
+        client.data["seat_count"] = lesson.seat_count
+        seats = await self._seats(lesson, seat, client_id if mine == "student" else None)
+        try:
+            if mine == "teacher":
+                await together(
+                    lambda: self.presence.hset(keys.lesson_teacher(lesson_id),
+                                               {user_id: client.sid}, ttl_s=keys.SESSION_TTL_S),
+                    lambda: self.presence.hset(keys.user(user_id), {
+                        "sid": client.sid, "client_id": user_id, "role": "teacher",
+                        "org_id": lesson.org_id, "lesson_id": lesson_id},
+                        ttl_s=keys.SESSION_TTL_S),
+                    lambda: self.lessons.start(lesson_id),
+                )
+            else:
+                _, existed = await together(
+                    lambda: self.presence.hset(keys.lesson_student(lesson_id),
+                                               {client_id: client.sid},
+                                               ttl_s=keys.SESSION_TTL_S),
+                    lambda: self._write_student_session(client),
+                )
+                if bind is not None and existed:
+                    self._track("reconnect", client)
+            await croom.open_and_call(
+                self.services.rooms, croom.lesson_room_id(lesson_id),
+                lambda: self._room(croom.lesson_room_id(lesson_id), "lesson", croom.LessonState(
+                    lesson_id, lesson.org_id, lesson.teacher_id)),
+                croom.enter_lesson(client, mine, client_id))
+            await self._record(RoomEvent(lesson_id, "lesson_joined", {
+                "role": mine, "sid": client.sid, "seat": seat}, user_id=client_id))
+        except StorageUnavailable as exc:
+            raise AppError("unavailable", f"storage unavailable: {exc}") from None
+        return {"lesson_id": lesson_id, "seat": seat, "seats": seats, "client_id": client_id}
+
+    def _student_token(self, client: Client, token: str) -> Claims:
+        claims = self.services.auth.verify(token)
+        if claims.role != "student":
+            raise AppError("forbidden", f"access_token role is {claims.role}, not student")
+        current = client.identity.claims
+        if current is not None and current.sub != claims.sub:
+            raise AppError("forbidden", "access_token is another user's")
+        return claims
+
+    def _bind_student(self, client: Client, claims: Claims) -> None:
+        old_user = client.identity.user_id
+        old_client_id = client.data["client_id"]
+        client.identity = Identity(claims)
+        self.directory.rebind(client, old_user)
+        client.data.update(client_id=claims.sub, org_id=claims.org_id)
+        if old_client_id != claims.sub and self._nursery is not None:
+            # The anonymous session key named after the sid is no longer anyone's.
+            self._nursery.start_soon(self._delete_soft, keys.user(old_client_id))
+
+    async def _lesson_and_seat(self, lesson_id: str, student_id: str | None
+                               ) -> tuple[Lesson, int | None]:
+        try:
+            lesson, seat = await self.lessons.get_with_seat(lesson_id, student_id)
+        except StorageUnavailable as exc:
+            raise AppError("unavailable", f"lessons unavailable: {exc}") from None
+        if lesson is None:
+            raise AppError("lesson_not_found", f"no lesson {lesson_id!r}")
+        return lesson, seat
+
+    async def _seats(self, lesson: Lesson, seat: int | None, student_id: str | None
+                     ) -> dict[str, str]:
+        """The seat hash, created `{1: "", …}` if missing, with this student's seat marked."""
+        key = keys.lesson_seat(lesson.id)
+        async with self._lesson_locks.hold(lesson.id):
+            seats = await self.presence.hgetall(key)
+            if not seats and lesson.seat_count > 0:
+                seats = {str(i): "" for i in range(1, lesson.seat_count + 1)}
+                if seat is not None and student_id is not None:
+                    seats[str(seat)] = student_id
+                await self.presence.hset(key, seats)
+            elif seat is not None and student_id is not None and seats.get(str(seat)) != student_id:
+                seats[str(seat)] = student_id
+                await self.presence.hset(key, {str(seat): student_id})
+        return seats
+
+    async def set_student_name(self, client: Client, payload: dict[str, Any]
+                               ) -> Mapping[str, Any]:
+        lesson_id, display_name, seat_id, student_id = fields(
+            payload, lesson_id=ID, display_name=DISPLAY_NAME, seat_id=SEAT_ID, student_id=ID)
+        if client.data.get("role") != "student":
+            raise AppError("forbidden", "only students set their name")
+        if client.data.get("lesson_id") != lesson_id:
+            raise AppError("forbidden", "join the lesson first")
+        if student_id != client.data["client_id"]:
+            raise AppError("forbidden", "student_id is not this connection's student")
+        seat = _seat_number(seat_id, client.data.get("seat_count", 0))
+        if not display_name.strip():
+            raise AppError("invalid_payload", "display_name: blank")
+        async with self._lesson_locks.hold(lesson_id):
+            try:
+                change = await self.lessons.take_seat(lesson_id, student_id, seat, display_name)
+            except Conflict:
+                raise AppError("conflict", f"seat {seat} is another student's") from None
+            except NotFound:
+                raise AppError("lesson_not_found", f"no lesson {lesson_id!r}") from None
+            except InvalidData as exc:
+                raise AppError("invalid_payload", str(exc)) from None
+            except StorageUnavailable as exc:
+                raise AppError("unavailable", f"lessons unavailable: {exc}") from None
+            update = {str(seat): student_id}
+            if change.previous_seat is not None:
+                update[str(change.previous_seat)] = ""
+            await self.presence.hset(keys.lesson_seat(lesson_id), update)
+        told = await croom.call_if_open(
+            self.services.rooms, croom.lesson_room_id(lesson_id),
+            croom.tell_teachers("set_student_name", {
+                "display_name": display_name, "seat_id": seat_id, "student_id": student_id}))
+        await self._record_soft(RoomEvent(lesson_id, "student_named", {
+            "seat": seat, "display_name": display_name}, user_id=student_id))
+        return {"lesson_id": lesson_id, "seat_id": seat, "display_name": display_name,
+                "student_id": student_id, "teachers_told": told or 0}
+
+    async def logout(self, client: Client, payload: dict[str, Any]) -> Mapping[str, Any]:
+        user_id, org_id = fields(payload, user_id=ID, org_id=ID)
+        if client.data.get("role") != "teacher":
+            raise AppError("forbidden", "only a teacher logs out")
+        if user_id != client.data["client_id"] or org_id != client.data["org_id"]:
+            raise AppError("forbidden", "a teacher logs out only itself")
+        connections = [c for c in self.directory.of_user(user_id)
+                       if c.data.get("role") == "teacher" and c.data.get("org_id") == org_id]
+        if client not in connections:
+            connections.append(client)
+        async with self._user_locks.hold(f"{org_id}/{user_id}"):
+            for c in connections:
+                c.data["logged_out"] = True
+                c.data["teacher_live"] = False
+            await self.presence.delete(keys.alive(org_id, user_id))
+            self._in_grace.discard((org_id, user_id))
+        await self._tell_managers(org_id, "logout", {"user_id": user_id})
+        await self._record_soft(RoomEvent(self._presence_room(client), "teacher_logout",
+                                          {"sid": client.sid}, user_id=user_id))
+        for c in connections:
+            self._disconnect_after_ack(c, "logout")
+        return {"user_id": user_id}
+
+    async def force_logout(self, client: Client, payload: dict[str, Any]) -> Mapping[str, Any]:
+        user_id, org_id = fields(payload, user_id=ID, org_id=ID)
+        if client.data.get("role") != "manager":
+            raise AppError("forbidden", "only a manager forces a logout")
+        if org_id != client.data["org_id"]:
+            raise AppError("forbidden", "a manager acts in its own organisation only")
+        await self.presence.set(keys.cooldown(org_id, user_id), str(int(time.time())),
+                                ttl_s=self.cooldown_s)
+        targets = [c for c in self.directory.of_user(user_id)
+                   if c.data.get("role") == "teacher" and c.data.get("org_id") == org_id]
+        for target in targets:
+            target.emit("force_logout", {"user_id": user_id})
+            target.disconnect_soon("force_logout")
+        await self._record_soft(RoomEvent(f"org:{org_id}", "teacher_force_logout", {
+            "by": client.data["client_id"], "connections": len(targets)}, user_id=user_id))
+        return {"user_id": user_id, "cooldown_s": self.cooldown_s,
+                "disconnected": len(targets)}
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _room(self, room_id: str, kind: str, state: Any) -> Room:
+        return Room(room_id, kind, self.name, state=state, max_members=self.max_room_members)
+
+    async def _tell_managers(self, org_id: str, name: str, payload: Mapping[str, Any]) -> None:
+        await croom.call_if_open(self.services.rooms, croom.manager_room_id(org_id),
+                                 croom.tell_all(name, payload))
+
+    @staticmethod
+    def _presence_room(client: Client) -> str:
+        """room_events' room of a presence change: the lesson if any, else the org."""
+        return client.data.get("lesson_id") or f"org:{client.data['org_id']}"
+
+    def _track(self, event: str, client: Client, **extra: Any) -> None:
+        self.analytics.track(event, client.data.get("client_id") or client.sid, {
+            "role": client.data.get("role"), "org_id": client.data.get("org_id"),
+            "lesson_id": client.data.get("lesson_id"), "sid": client.sid, **extra})
+
+    def _disconnect_after_ack(self, client: Client, reason: str) -> None:
+        """Close `client` once the handler's ack is queued (the handler returns first)."""
+        if self._nursery is None:
+            client.disconnect_soon(reason)
+            return
+
+        async def later() -> None:
+            await trio.lowlevel.checkpoint()
+            client.disconnect_soon(reason)
+
+        self._nursery.start_soon(later)
+
+    async def _record(self, event: RoomEvent) -> None:
+        """A durable event the ack depends on (`unavailable` when it cannot be written)."""
+        await self.services.stores.events.append_durable(event)
+
+    async def _record_soft(self, event: RoomEvent) -> None:
+        """A durable event nobody waits for: a failure is logged, not answered."""
+        try:
+            await self.services.stores.events.append_durable(event)
+        except StorageError as exc:
+            log.warning("room event %s of %s not recorded: %s", event.type, event.room_id, exc)
+
+    async def _delete_soft(self, key: str) -> None:
+        try:
+            await self.presence.delete(key)
+        except StorageError as exc:
+            log.warning("could not delete %s: %s", key, exc)
+
+
+def _seat_number(seat_id: str | int, seat_count: int) -> int:
+    if isinstance(seat_id, str):
+        if not seat_id.isdigit():
+            raise AppError("invalid_payload", "seat_id: not a seat number")
+        seat_id = int(seat_id)
+    if not 1 <= seat_id <= seat_count:
+        raise AppError("invalid_payload", f"seat_id: not a seat of this lesson (1-{seat_count})")
+    return seat_id
