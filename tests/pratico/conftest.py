@@ -115,10 +115,12 @@ class RigStores(Stores):
 
 @asynccontextmanager
 async def open_rig(tmp_path: Path, kind: str = "embedded", now: Any = time.time,
-                   **sections: Any) -> AsyncIterator[Rig]:
+                   database: str | None = None, **sections: Any) -> AsyncIterator[Rig]:
+    """The rig; on PostgreSQL a fresh database, or `database` (kept) when given."""
     config = make_config(tmp_path / "state", **sections)
     services = Services(config=config, auth=Authenticator.from_config(config))
-    db = await create_test_database() if kind == "postgres" else None
+    owned = kind == "postgres" and database is None
+    db = await create_test_database() if owned else database
     try:
         async with open_loop() if kind == "postgres" else _nothing(), \
                 open_backend(kind, tmp_path, dsn_for(db) if db else None,
@@ -138,7 +140,7 @@ async def open_rig(tmp_path: Path, kind: str = "embedded", now: Any = time.time,
             yield Rig(services, ns, backend, checkpointer, nursery)
             nursery.cancel_scope.cancel()
     finally:
-        if db is not None:
+        if owned and db is not None:
             with trio.CancelScope(shield=True):
                 await drop_test_database(db)
 
