@@ -19,6 +19,7 @@ from pratico_daemon.protocol import engineio, jsonframe, socketio
 from pratico_daemon.protocol.engineio import EngineIOSession, Transport
 from pratico_daemon.protocol.errors import RemoteProtocolError
 from pratico_daemon.protocol.event import Event
+from pratico_daemon.protocol.namespaces import NamespaceConnections
 
 from .strategies import json_values
 
@@ -81,7 +82,15 @@ def polling_decode(body: str | bytes) -> None:
     EngineIOSession("s", now=0.0, transport=Transport.POLLING).receive_payload(body, 1.0)
 
 
+def namespaces_decode(text: str | bytes) -> None:
+    conns = NamespaceConnections(allowed=("/classroom", "/pratico"))
+    conns.receive("0/classroom,")
+    conns.accept("/classroom", "sid")
+    conns.receive(text)  # type: ignore[arg-type]  # bytes must be refused, not crash
+
+
 TEXT_DECODERS: list[Callable[[Any], Any]] = [
+    namespaces_decode,
     engineio.decode_packet,
     engineio.decode_payload,
     socketio_decode,
@@ -108,7 +117,7 @@ def test_random_bytes_raise_only_remote_errors(data: bytes) -> None:
         feed(decode, data)
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(["0", "1", "2", "3", "4", "5", "6", "51-", "61-"]),
     st.sampled_from(["", "/classroom,", "/pratico,", "/,"]),
@@ -119,6 +128,7 @@ def test_random_json_in_socketio_packets(kind: str, ns: str, ack: str, value: An
     body = orjson.dumps(value).decode()
     text = kind + ns + ack + body
     assert feed(socketio_decode, text) in (ACCEPTED, REFUSED)
+    assert feed(namespaces_decode, text) in (ACCEPTED, REFUSED)
     assert feed(session_decode, "4" + text) in (ACCEPTED, REFUSED)
     # An EVENT with a recoverable ack id is always answerable, never a close.
     # (A body starting with a digit would run into the ack id's digits.)
@@ -129,7 +139,7 @@ def test_random_json_in_socketio_packets(kind: str, ns: str, ack: str, value: An
             assert refusal.reply is not None
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(json_values, st.dictionaries(st.sampled_from(["type", "ref", "x"]), json_values))
 def test_random_json_in_json_frames(value: Any, obj: dict[str, Any]) -> None:
     assert feed(json_decode, orjson.dumps(value).decode()) in (ACCEPTED, REFUSED)
