@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 
+import engineio.packet as peer_packet
+import engineio.payload as peer_payload
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -200,3 +202,24 @@ def test_client_open_packet_is_refused() -> None:
     with pytest.raises(RemoteProtocolError):
         session.receive_frame('0{"sid":"x"}', 1.0)
     assert session.state is SessionState.CLOSED
+
+
+# -- interop with python-engineio's own codec (the real client library) -------------
+
+messages = st.builds(
+    Packet,
+    st.just(PacketType.MESSAGE),
+    st.text(max_size=40).filter(lambda s: "\x1e" not in s) | st.binary(min_size=1, max_size=40),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(messages, min_size=1, max_size=5))
+def test_polling_payloads_agree_with_python_engineio(packets: list[Packet]) -> None:
+    ours = engineio.encode_payload(packets)
+    theirs = peer_payload.Payload(
+        packets=[peer_packet.Packet(peer_packet.MESSAGE, data=p.data) for p in packets]
+    ).encode()
+    assert ours == theirs
+    decoded = peer_payload.Payload(encoded_payload=ours).packets
+    assert [p.data for p in decoded] == [p.data for p in packets]
