@@ -35,7 +35,7 @@ from typing import Any
 import trio
 
 PAYLOAD = "x" * 48
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def text_frame(payload: bytes) -> bytes:

@@ -66,7 +66,7 @@ CLOSE_TIMEOUT_S = 2.0
 # How often byte/message totals are copied into Prometheus counters.
 METRICS_FLUSH_S = 1.0
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _SERVER_HEADER = ("server", "pratico-daemon")
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import h11
 import trio
 from quart import request as quart_request
 from quart_trio import QuartTrio
+from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from pratico_daemon.config import LimitsSection, from_mapping
 from pratico_daemon.metrics import Metrics
@@ -136,6 +139,15 @@ async def read_responses(stream: trio.SocketStream, count: int) -> list[tuple[h1
     return out
 
 
+async def wait_until(predicate: Callable[[], bool], limit_s: float = 5.0) -> None:
+    """Poll `predicate` (cheap, in-process state) until true, or fail after `limit_s`."""
+    with trio.fail_after(limit_s):
+        while True:
+            if predicate():
+                return
+            await trio.sleep(0.005)
+
+
 def handshake_bytes(path: str, port: int) -> bytes:
     return (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -146,3 +158,29 @@ def handshake_bytes(path: str, port: int) -> bytes:
 
 def tiny_receive_buffer(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+
+@asynccontextmanager
+async def ws_client(url: str, **options: Any) -> AsyncIterator[WebSocketConnection]:
+    """trio-websocket's client on a TCP stream we own and close.
+
+    trio-websocket 0.12.2's client never closes its TCP stream when the server
+    starts the closing handshake (its `aclose` returns early once a close reason
+    is set), which `filterwarnings = error` turns into a ResourceWarning.
+    """
+    parts = urlsplit(url)
+    resource = parts.path + (f"?{parts.query}" if parts.query else "")
+    try:
+        async with trio.open_nursery() as nursery:
+            stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 80)
+            async with stream:
+                ws = await wrap_client_stream(nursery, stream, parts.netloc, resource, **options)
+                try:
+                    yield ws
+                finally:
+                    await ws.aclose()
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # unwrap, like open_websocket_url does
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
