@@ -6,7 +6,8 @@ the names of expired keys here; the presence task reads `receive`.
 Overflow policy: the producer never blocks (a Redis subscriber that stalls
 loses its connection; an in-process timer must not wait on a consumer). When
 the channel is full the name is dropped and the feed remembers it lost
-something; `run` then waits for space and sends `protocols.RESYNC` once. The
+something; `run` then waits for space and sends `protocols.RESYNC` once (one
+marker covers every drop made before it entered the channel). The
 consumer, on RESYNC, rescans the keys it cares about (`PresenceStore.scan`),
 which covers every name dropped before the marker. The same marker follows a
 resubscription, since notifications published while the subscription was down
@@ -53,7 +54,10 @@ class ExpiryFeed:
             self._delivered += 1
         except trio.WouldBlock:
             self._dropped += 1
-            self._resync_wanted.set()
+            # Only `run` ever blocks sending: if it waits, its RESYNC is not in the
+            # channel yet and will follow this drop, so one more is not needed.
+            if self._send.statistics().tasks_waiting_send == 0:
+                self._resync_wanted.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # nobody listens any more: the daemon is stopping
 
