@@ -28,6 +28,7 @@ from pratico_daemon.config import Config
 from pratico_daemon.http.app import create_app
 from pratico_daemon.sdnotify import Notifier
 from pratico_daemon.services import Services
+from pratico_daemon.transport import FrontListener
 
 log = logs.get("daemon")
 
@@ -84,19 +85,23 @@ class Daemon:
 
             http_stop = trio.Event()
             app = create_app(svc)
-            hc = HypercornConfig()
-            port = cfg.http.port if cfg.http.port is not None else cfg.realtime.port
-            host = cfg.http.host if cfg.http.port is not None else cfg.realtime.host
-            hc.bind = [f"{host}:{port}"]
-            hc.graceful_timeout = 1.0
-            hc.accesslog = None
-            hc.errorlog = None
-            binds = await nursery.start(
-                _serve_http, app, hc, http_stop
-            )
-            bound = binds[0].removeprefix("http://")
+            # One port serves WebSockets, polling and REST (a newcomer has one URL);
+            # hypercorn serves the app on a second port only when [http] port is set.
+            front = FrontListener(cfg.limits, svc.metrics, app=app,
+                                  keepalive_s=cfg.engineio.ping_interval_s)
+            svc.gateway = front
+            bound = await nursery.start(front.serve, cfg.realtime.host, cfg.realtime.port)
+            http_bound = bound
+            if cfg.http.port is not None:
+                hc = HypercornConfig()
+                hc.bind = [f"{cfg.http.host}:{cfg.http.port}"]
+                hc.graceful_timeout = 1.0
+                hc.accesslog = None
+                hc.errorlog = None
+                binds = await nursery.start(_serve_http, app, hc, http_stop)
+                http_bound = binds[0].removeprefix("http://")
             svc.health.set("listeners", True)
-            addresses = BoundAddresses(realtime=bound, http=bound)
+            addresses = BoundAddresses(realtime=bound, http=http_bound)
             self.notifier.notify("READY=1", f"STATUS=serving on {bound}")
             log.info("pratico-daemon %s ready on %s", __version__, bound)
             task_status.started(addresses)
