@@ -104,4 +104,5 @@ class Journal:
         def delete(conn: sqlite3.Connection) -> int:
             return int(conn.execute("DELETE FROM journal WHERE seq <= ?", (seq,)).rowcount)
 
-        self.depth -= await self._db.call(transaction, delete)
+        dropped = await self._db.call(transaction, delete)
+        self.depth -= dropped  # not `-= await …`: that reads depth before the await

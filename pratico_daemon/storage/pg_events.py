@@ -203,6 +203,7 @@ class PgEventStore:
                     await self._replay()
                     break
                 except StorageUnavailable as exc:
+                    log.debug("postgres still unreachable (retry in %.2fs): %s", delay, exc)
                     self._report(str(exc))
                     await trio.sleep(delay)
                     delay = min(delay * 2, self.retry_max_s)
@@ -221,8 +222,9 @@ class PgEventStore:
                 await self.journal.drop_through(last)
                 self._report()
                 continue
-            async with self._route:
-                if self.journal.depth == 0:
+            async with self._route:  # the writer cannot journal while we look
+                _, rows = await self.journal.oldest(1)
+                if not rows:
                     self.direct = True
                     self._direct_again.set()
                     self._report()

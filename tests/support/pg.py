@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 import attrs
 import pytest
+import trio
 
 from pratico_daemon.storage import migrate
 from pratico_daemon.storage.aio import aio_as_trio, open_loop
@@ -59,8 +60,18 @@ async def _admin(fn: object, *args: object) -> object:
         finally:
             await conn.close()
 
-    async with open_loop():
-        return await aio_as_trio(go)()
+    result: list[object] = []
+
+    async def isolated() -> None:
+        # A child task has its own copy of the context: the loop opened here
+        # never touches the current-loop variable pytest-trio shares between
+        # a test and its fixtures (they set up concurrently).
+        async with open_loop():
+            result.append(await aio_as_trio(go)())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(isolated)
+    return result[0]
 
 
 async def _build_template(conn: asyncpg.Connection, name: str) -> None:
@@ -89,7 +100,7 @@ async def ensure_template() -> str:
 
 
 async def _create(conn: asyncpg.Connection, name: str, template: str) -> None:
-    await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+    await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
 
 
 async def _drop(conn: asyncpg.Connection, name: str) -> None:
