@@ -49,7 +49,11 @@ def timer_clock() -> trio.testing.MockClock:
 @pytest.fixture
 async def timed_bed(timer_clock: trio.testing.MockClock, tmp_path: Path
                     ) -> AsyncIterator[Classroom]:
-    """Embedded classroom on mock time (grace 300 s, cooldown 300 s as configured by default)."""
+    """Embedded classroom (grace and cooldown 300 s, the defaults).
+
+    Tests using it also take `timer_clock`: pytest-trio runs a test on the
+    clock found among the test function's own arguments.
+    """
     config = classroom_config(tmp_path / "state")
     async with open_classroom("embedded", config, tmp_path) as classroom:
         yield classroom

@@ -77,6 +77,7 @@ class BedStores:
     presence: Any
     repos: Any
     expirations: Any
+    feed: Any = None
 
     async def flush(self) -> None:
         await self.events.flush()
@@ -186,11 +187,29 @@ async def _open_stores(mode: str, config: Config, services: Services, tmp_path: 
     if mode == "embedded":
         async with open_backend("embedded", tmp_path) as sql, \
                 open_embedded_keys(config, services) as keys:
-            yield BedStores(sql.events, keys.presence, sql.repos, keys.expirations)
+            yield BedStores(sql.events, keys.presence, sql.repos, keys.expirations, keys.feed)
     else:
         assert pg_dsn is not None
         async with open_loop(), open_backend("postgres", tmp_path, pg_dsn) as sql, \
                 open_redis(config, services, health_interval_s=0.5) as redis:
             with trio.fail_after(10):
                 await redis.subscription.wait_subscribed()
-            yield BedStores(sql.events, redis.presence, sql.repos, redis.expirations)
+            yield BedStores(sql.events, redis.presence, sql.repos, redis.expirations, redis.feed)
+
+
+@asynccontextmanager
+async def open_peer_node(bed: Classroom) -> AsyncIterator[Classroom]:
+    """A second daemon on the same stores (its own rooms and clients, no expiry watcher).
+
+    Tests call its `on_expired` by hand next to the first node's, as two
+    daemons sharing Redis would both hear one notification.
+    """
+    services = make_services(bed.services.config)
+    services.node_id = "peer"
+    services.stores = bed.services.stores
+    async with trio.open_nursery() as nursery:
+        registry = RoomRegistry()
+        await nursery.start(registry.run)
+        services.rooms = registry
+        yield Classroom(services, create_namespace(services), bed.mode)
+        nursery.cancel_scope.cancel()
