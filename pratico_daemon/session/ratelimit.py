@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 class TokenBucket:
-    __slots__ = ("burst", "rate", "_stamp", "_tokens")
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
 
     def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
         self.rate = rate_per_s

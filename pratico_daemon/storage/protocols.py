@@ -123,7 +123,9 @@ RESYNC = "\0resync"
 class PresenceStore(Protocol):
     """Keys with TTLs and hashes, named exactly as the seed documents (prefix added inside)."""
 
-    async def hset(self, key: str, mapping: Mapping[str, str], ttl_s: float | None = None) -> None: ...
+    async def hset(
+        self, key: str, mapping: Mapping[str, str], ttl_s: float | None = None
+    ) -> None: ...
 
     async def hgetall(self, key: str) -> dict[str, str]: ...
 

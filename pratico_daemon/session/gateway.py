@@ -1,0 +1,289 @@
+"""The gateway: clients in, events to products, replies and broadcasts out.
+
+It plugs into the front listener (`handlers()`), owns every client session,
+and is the only thing that talks to `Namespace`s on a connection's behalf:
+
+- connect: authenticate (a JWT in the CONNECT `auth` payload or the `auth=` /
+  `token=` query; a bad token is refused, never downgraded to anonymous), ask the
+  namespace, and either recover a recently dropped client (same sid, missed
+  broadcasts replayed, `recovered: true`) or start a new one;
+- events: rate limit, find the handler, run it, answer exactly one ack
+  (`{"status": "SUCCESS"|"ERROR", "data": …}`) when one was asked for;
+- disconnects: `Namespace.disconnect` at once, then `gone` either at once
+  (explicit goodbye) or when the recovery window lapses.
+
+Framing-specific code lives in `engine.py` (Socket.IO over Engine.IO, WebSocket
+and long-polling) and `json_conn.py` (plain JSON); both call back here.
+Tasks that outlive one request (polling heartbeats, recovery timers, deferred
+closes) run in the gateway's own nursery, started by the daemon.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from pratico_daemon import logs
+from pratico_daemon.errors import AppError
+from pratico_daemon.protocol.event import Event, error, success
+from pratico_daemon.session import encoders  # noqa: F401  (installs the broadcast encoders)
+from pratico_daemon.session.client import ClientState, Conduit, SessionClient
+from pratico_daemon.session.namespace import Identity, Namespace
+from pratico_daemon.transport import Handlers, Request, Response, WebSocket
+
+if TYPE_CHECKING:
+    from pratico_daemon.services import Services
+    from pratico_daemon.session.engine import EngineConnection
+
+log = logs.get("gateway")
+
+
+def new_id() -> str:
+    """A connection or socket id: 120 random bits, URL-safe, like Socket.IO's."""
+    return secrets.token_urlsafe(15)
+
+
+@attrs.frozen
+class Opened:
+    """The outcome of a successful namespace connect."""
+
+    client: SessionClient
+    recovered: bool
+    extra: Mapping[str, Any]
+    replay: tuple[Any, ...] = ()
+
+
+class Gateway:
+    def __init__(self, services: Services, namespaces: Iterable[Namespace]) -> None:
+        self.services = services
+        self.config = services.config
+        self.namespaces: dict[str, Namespace] = {ns.name: ns for ns in namespaces}
+        self.engines: dict[str, EngineConnection] = {}
+        self._detached: dict[str, tuple[SessionClient, trio.CancelScope]] = {}
+        self._nursery: trio.Nursery | None = None
+        self.draining = False
+
+    def __repr__(self) -> str:
+        clients = sum(len(ns.directory) for ns in self.namespaces.values())
+        return (f"<Gateway {len(self.namespaces)} namespaces {clients} clients "
+                f"{len(self._detached)} detached>")
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the nursery for heartbeats, recovery timers and deferred closes."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started(self)
+            await trio.sleep_forever()
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> None:
+        """Run `fn(*args, **kwargs)` in the gateway's nursery, failures logged and contained."""
+        assert self._nursery is not None, "Gateway.run is not running"
+
+        async def guarded() -> None:
+            try:
+                await fn(*args, **kwargs)
+            except Exception:
+                log.exception("gateway task %s failed", getattr(fn, "__name__", fn))
+
+        self._nursery.start_soon(guarded)
+
+    def handlers(self) -> Handlers:
+        return Handlers(websocket=self.websocket, polling=self.polling, drain=self.drain)
+
+    async def drain(self) -> None:
+        """Tell every Socket.IO session to reconnect; the front then closes all with 1001.
+
+        Clients are told `disconnect` (presence) but not `gone`: the process is going
+        away, the rooms are checkpointed, and the clients will come back to whichever
+        node restores them.
+        """
+        self.draining = True
+        for engine in list(self.engines.values()):
+            engine.going_away()
+        for _, scope in list(self._detached.values()):
+            scope.cancel()
+
+    # -- transport entry points ----------------------------------------------------------
+
+    async def websocket(self, ws: WebSocket, request: Request) -> None:
+        from pratico_daemon.session.engine import EngineConnection
+        from pratico_daemon.session.json_conn import JsonConnection
+
+        if ws.framing == "json":
+            await JsonConnection(self, ws, request).run()
+            return
+        sid = request.query.get("sid")
+        if sid:
+            engine = self.engines.get(sid)
+            if engine is None:
+                await ws.aclose(1008, "unknown Engine.IO session")
+                return
+            await engine.run_upgrade(ws)
+            return
+        await EngineConnection.over_websocket(self, ws, request).run_websocket()
+
+    async def polling(self, request: Request, body: bytes) -> Response:
+        from pratico_daemon.session.engine import EngineConnection
+
+        if request.query.get("EIO") != "4":
+            return Response.error(400, "invalid_payload", "only Engine.IO v4 (EIO=4) is served")
+        sid = request.query.get("sid")
+        if not sid:
+            if request.method != "GET":
+                return Response.error(400, "invalid_payload", "a new session starts with a GET")
+            if self.draining:
+                return Response.error(503, "unavailable", "server shutting down")
+            return EngineConnection.over_polling(self, request).handshake_response()
+        engine = self.engines.get(sid)
+        if engine is None:
+            return Response.error(400, "invalid_payload", "unknown Engine.IO session")
+        if request.method == "GET":
+            return await engine.poll()
+        if request.method == "POST":
+            return await engine.post(body)
+        return Response.error(400, "invalid_payload", "polling takes GET and POST")
+
+    # -- namespace connections -----------------------------------------------------------
+
+    def identity(self, auth: Mapping[str, Any], query: Mapping[str, str]) -> Identity:
+        """The caller's identity from `auth.token`, or the `auth`/`token` query parameter."""
+        token = auth.get("token") if isinstance(auth, Mapping) else None
+        if token is None:
+            token = query.get("auth") or query.get("token") or None
+        if token is None:
+            return Identity(None)
+        if not isinstance(token, str):
+            raise AppError("unauthorized", "token must be a string")
+        return Identity(self.services.auth.verify(token))
+
+    async def open_client(
+        self,
+        conduit: Conduit,
+        namespace: str,
+        auth: Mapping[str, Any],
+        query: Mapping[str, str],
+        remote: str,
+        resume: tuple[str, int] | None = None,
+    ) -> Opened:
+        """Connect `conduit` to `namespace`: recover a dropped client, or start a new one.
+
+        Raises AppError when the namespace is unknown or refuses the connection.
+        """
+        ns = self.namespaces.get(namespace)
+        if ns is None:
+            raise AppError("not_found", "Invalid namespace")
+        if self.draining:
+            raise AppError("unavailable", "server shutting down, reconnect")
+        identity = self.identity(auth, query)
+        if resume is not None:
+            recovered = self._recover(ns, conduit, identity, *resume)
+            if recovered is not None:
+                return recovered
+        client = SessionClient(
+            sid=new_id(), pid=new_id(), namespace=namespace, identity=identity,
+            query=dict(query), remote=remote, conduit=conduit,
+            recent_limit=self.config.limits.outbox_messages,
+        )
+        extra = await ns.connect(client, auth)
+        ns.directory.add(client)
+        return Opened(client, False, dict(extra or {}))
+
+    def _recover(
+        self, ns: Namespace, conduit: Conduit, identity: Identity, pid: str, offset: int
+    ) -> Opened | None:
+        entry = self._detached.get(pid)
+        if entry is None:
+            return None
+        client, scope = entry
+        if client.namespace != ns.name or client.identity.user_id != identity.user_id:
+            return None
+        replay = client.replay_after(offset)
+        if replay is None:
+            return None  # missed too much: the old client lapses on its timer
+        del self._detached[pid]
+        scope.cancel()
+        client.attach(conduit)
+        return Opened(client, True, {}, tuple(replay))
+
+    async def recovered(self, client: SessionClient) -> None:
+        """Tell the product a client came back (after the replay was sent)."""
+        await self._call_hook(self.namespaces[client.namespace].reconnected, client)
+
+    async def dispatch(self, client: SessionClient, event: Event) -> dict[str, Any]:
+        """Run the handler of `event` for `client`; return the reply object (§1c)."""
+        ns = self.namespaces[client.namespace]
+        handler = ns.events.get(event.name)
+        try:
+            if handler is None:
+                raise AppError("unknown_event", f"unknown event {event.name[:64]!r}")
+            result = await handler(client, event.payload)
+        except AppError as exc:
+            self.services.metrics.errors.labels(exc.code).inc()
+            if event.ack is None:
+                log.info("event %s refused: %s %s", event.name[:64], exc.code, exc.message,
+                         extra={"conn": client.sid, "user": client.identity.user_id})
+            return error(exc.code, exc.message, **exc.data)
+        except Exception:
+            self.services.metrics.errors.labels("internal").inc()
+            log.exception("handler %s failed", event.name,
+                          extra={"conn": client.sid, "user": client.identity.user_id})
+            return error("internal", "internal error")
+        return success(dict(result) if result else {})
+
+    def refused(self, code: str) -> None:
+        self.services.metrics.errors.labels(code).inc()
+
+    # -- disconnects ---------------------------------------------------------------------
+
+    async def client_lost(self, client: SessionClient, *, explicit: bool, reason: str) -> None:
+        """The client's connection ended: presence now, `gone` now or after the window."""
+        if client.state is not ClientState.ATTACHED:
+            return
+        ns = self.namespaces[client.namespace]
+        client.detach()
+        await self._call_hook(ns.disconnect, client, reason)
+        window = self.config.engineio.recovery_window_s
+        if self.draining:
+            return
+        if explicit or window <= 0 or self._nursery is None:
+            await self.forget(client)
+            return
+        scope = trio.CancelScope()
+        self._detached[client.pid] = (client, scope)
+        self.spawn(self._lapse, client, scope, window)
+
+    async def _lapse(self, client: SessionClient, scope: trio.CancelScope, window: float) -> None:
+        with scope:
+            await trio.sleep(window)
+        if self._detached.get(client.pid, (None,))[0] is client and not scope.cancelled_caught:
+            del self._detached[client.pid]
+            await self.forget(client)
+
+    async def forget(self, client: SessionClient) -> None:
+        """The client will not come back: remove it and tell the product (`gone`)."""
+        if client.state is ClientState.GONE:
+            return
+        ns = self.namespaces[client.namespace]
+        client.mark_gone()
+        ns.directory.remove(client)
+        await self._call_hook(ns.gone, client)
+
+    async def _call_hook(self, hook: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        try:
+            await hook(*args)
+        except Exception:
+            log.exception("namespace hook %s failed", getattr(hook, "__qualname__", hook))
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def clients(self) -> list[SessionClient]:
+        out: list[SessionClient] = []
+        for ns in self.namespaces.values():
+            out.extend(ns.directory)  # type: ignore[arg-type]
+        return out
