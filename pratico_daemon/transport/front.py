@@ -397,6 +397,7 @@ class FrontListener:
             remote=request.client, max_message_bytes=self.limits.max_message_bytes,
             outbox=self._outbox_limits, counters=self._counters[framing],
             on_slow_consumer=self._count_slow_consumer, initial_data=bytes(leftover),
+            close_timeout_s=self._close_timeout_s,
         )
         await self._run_websocket(ws, request)
 

@@ -18,7 +18,8 @@ through the scheduler (docs/discussion/websocket-server.md has the numbers).
   messages and bytes; overflowing it means the client does not read, and the
   connection is closed with 4008 "slow consumer" instead of growing memory.
 - Closing: `close(code, reason)` queues a close frame after what is queued;
-  `receive()` raises `ConnectionClosed` once the client answers. Every end of
+  `receive()` raises `ConnectionClosed` once the client answers, or after
+  `close_timeout_s` if it does not. Every end of
   the connection (our close, the client's close, a protocol error, a lost TCP
   connection, a slow consumer) becomes exactly one `ConnectionClosed(code,
   reason)` for the reader; the front listener closes the socket afterwards.
@@ -32,13 +33,14 @@ from __future__ import annotations
 import collections
 import enum
 import logging
+import math
 import socket
-from typing import Literal
+from typing import Literal, cast
 
 import attrs
 import trio
 from websockets.exceptions import PayloadTooBig
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side
 
 from pratico_daemon import logs
@@ -106,6 +108,7 @@ class WebSocket:
         counters: Counters,
         on_slow_consumer: object = None,
         initial_data: bytes = b"",
+        close_timeout_s: float = 2.0,
     ) -> None:
         self._sock = sock
         self.id = conn_id
@@ -130,6 +133,8 @@ class WebSocket:
         self.pong_seen = True  # keepalive: set on every pong, cleared when we ping
         self._pending_data = initial_data
         self._unyielded = 0
+        self._close_timeout_s = close_timeout_s
+        self._read_deadline = math.inf
 
     def __repr__(self) -> str:
         where = f"/ws/{self.namespace}" if self.namespace else "/sockets/"
@@ -149,6 +154,7 @@ class WebSocket:
             if self._closed_exc is not None:
                 await trio.lowlevel.checkpoint()
                 raise self._closed_exc
+            data: bytes | None
             if self._pending_data:
                 data, self._pending_data = self._pending_data, b""
             else:
@@ -181,7 +187,7 @@ class WebSocket:
                 data = self._sock.recv(RECV_BYTES)
             except BlockingIOError:
                 self._unyielded = 0
-                with trio.CancelScope() as scope:
+                with trio.CancelScope(deadline=self._read_deadline) as scope:
                     self._read_scope = scope
                     try:
                         await trio.lowlevel.wait_readable(self._sock)
@@ -190,6 +196,8 @@ class WebSocket:
                     finally:
                         self._read_scope = None
                 if scope.cancelled_caught:
+                    if self._close_sent is not None and trio.current_time() >= self._read_deadline:
+                        self._end(*self._close_sent)  # the client never answered our close
                     return None
                 continue
             except OSError:
@@ -200,16 +208,17 @@ class WebSocket:
     def _feed(self, data: bytes) -> None:
         core = self._core
         core.receive_data(data)
-        for frame in core.events_received():
+        for event in core.events_received():
+            frame = cast(Frame, event)  # a server-side Protocol only yields frames
             opcode = frame.opcode
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                 if frame.fin:
-                    self._deliver(opcode, frame.data)
+                    self._deliver(opcode, bytes(frame.data))
                 else:
                     self._fragment_opcode = opcode
-                    self._fragments = [frame.data]
+                    self._fragments = [bytes(frame.data)]
             elif opcode is Opcode.CONT:
-                self._fragments.append(frame.data)
+                self._fragments.append(bytes(frame.data))
                 if frame.fin and self._fragment_opcode is not None:
                     self._deliver(self._fragment_opcode, b"".join(self._fragments))
                     self._fragments, self._fragment_opcode = [], None
@@ -331,7 +340,7 @@ class WebSocket:
         self.pong_seen = False
         return self.send_frame_nowait(frames.PING_FRAME)
 
-    def _enqueue(self, chunk: bytes) -> None:
+    def _enqueue(self, chunk: bytes | memoryview) -> None:
         """Queue bytes past the outbox bound (control frames must always go out)."""
         self._outbox.append(chunk)
         self._outbox_bytes += len(chunk)
@@ -392,6 +401,10 @@ class WebSocket:
         self._core.send_close(code, reason)
         self._take_core_output()
         self._writer_lot.unpark_all()
+        # The reader waits this long for the client's answer, then gives up.
+        self._read_deadline = trio.current_time() + self._close_timeout_s
+        if self._read_scope is not None:
+            self._read_scope.deadline = self._read_deadline
 
     async def aclose(self, code: int = frames.NORMAL, reason: str = "") -> None:
         """Close and wait until our close frame is written (bounded by the caller)."""

@@ -87,10 +87,12 @@ StartFront = Callable[..., Awaitable[Front]]
 
 
 async def start_front(
-    nursery: trio.Nursery, *, app: Any = None, handlers: Handlers | None = None, **limit_values: Any
+    nursery: trio.Nursery, *, app: Any = None, handlers: Handlers | None = None,
+    keepalive_s: float = 25.0, close_timeout_s: float = 2.0, **limit_values: Any,
 ) -> Front:
     metrics = Metrics()
-    listener = FrontListener(limits(**limit_values), metrics, app=app, handlers=handlers)
+    listener = FrontListener(limits(**limit_values), metrics, app=app, handlers=handlers,
+                             keepalive_s=keepalive_s, close_timeout_s=close_timeout_s)
     address = await nursery.start(listener.serve, "127.0.0.1", 0)
     return Front(listener, address, metrics)
 

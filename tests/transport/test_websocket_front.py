@@ -271,3 +271,19 @@ async def test_receive_after_close_raises_connection_closed(nursery):
     assert (code, reason) == (4000, "done")
     assert "json /ws/pratico" in shown
     assert "CLOSING" in shown
+
+
+async def test_json_clients_that_do_not_answer_pings_are_closed(nursery):
+    echo = Echo()
+    front = await start_front(nursery, handlers=Handlers(websocket=echo),
+                              keepalive_s=0.2, close_timeout_s=0.3)
+    # The raw client completes the handshake and then never reads (so never pongs).
+    async with (ws_client(f"{front.ws_url}/ws/pratico") as answering,
+                await raw_connect(front.port) as silent):
+        await silent.send_all(handshake_bytes("/ws/pratico", front.port))
+        await wait_until(lambda: len(echo.open) == 2)
+        await wait_until(lambda: [c.code for c in echo.closed] == [1011])
+        await trio.sleep(0.5)  # two more rounds: the answering client stays
+        await answering.send_message("still here")
+        assert await answering.get_message() == "still here"
+    assert echo.closed[0].reason == "keepalive ping timeout"
