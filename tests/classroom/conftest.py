@@ -57,3 +57,11 @@ async def timed_bed(timer_clock: trio.testing.MockClock, tmp_path: Path
     config = classroom_config(tmp_path / "state")
     async with open_classroom("embedded", config, tmp_path) as classroom:
         yield classroom
+
+
+@pytest.fixture
+async def ebed(tmp_path: Path) -> AsyncIterator[Classroom]:
+    """Embedded classroom on real time: for many small table-driven cases."""
+    config = classroom_config(tmp_path / "state")
+    async with open_classroom("embedded", config, tmp_path) as classroom:
+        yield classroom
