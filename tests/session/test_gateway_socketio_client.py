@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from tests.session.harness import start_gateway
-from tests.support.node import start_node
+from tests.support.node import start_node, start_python_client
 from tests.transport.helpers import wait_until as wait_for
 
 
@@ -66,4 +66,19 @@ async def test_connection_state_recovery_with_the_real_client(server, nursery):
         await room.call(lambda r, n=n: r.broadcast("shouted", {"n": n}))
     result = await client.next()
     assert result == {"reconnected": True, "recovered": True, "sameId": True, "seen": [1, 2]}
+    assert await client.wait() == 0
+
+
+@pytest.mark.parametrize("transports", ["websocket", "default"])
+async def test_python_socketio_async_client(server, nursery, transports):
+    client = await start_python_client(nursery, "gateway_echo.py", server.http_base,
+                                       server.token("teacher-3"), transports)
+    connected = await client.next()
+    assert connected.get("connected") is True, connected
+    assert (await client.next())["echo"] == {"status": "SUCCESS", "data": {"n": 2}}
+    assert (await client.next())["who"]["data"]["user"] == "teacher-3"
+    assert (await client.next())["fail"]["data"]["code"] == "conflict"
+    assert (await client.next())["join"]["status"] == "SUCCESS"
+    assert (await client.next())["shouted"]["text"] == "from python"
+    assert (await client.next())["done"] is True
     assert await client.wait() == 0

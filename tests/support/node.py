@@ -1,9 +1,10 @@
-"""Run the real npm socket.io-client (tests/js) as a subprocess and read its JSON lines."""
+"""Real clients in subprocesses (npm socket.io-client, python-socketio) and their JSON lines."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import orjson
 import trio
 
 JS_DIR = Path(__file__).parent.parent / "js"
+CLIENTS_DIR = Path(__file__).parent.parent / "clients"
 
 
 def node_binary() -> str:
@@ -46,9 +48,20 @@ class NodeClient:
 async def start_node(nursery: trio.Nursery, script: str, *args: str) -> NodeClient:
     command = [node_binary(), str(JS_DIR / script), *args]
     env = {**os.environ, "NODE_PATH": str(JS_DIR / "node_modules")}
+    return await _start(nursery, command, env, JS_DIR)
 
+
+async def start_python_client(nursery: trio.Nursery, script: str, *args: str) -> NodeClient:
+    """A python-socketio (asyncio) client script from tests/clients, in its own process."""
+    command = [sys.executable, str(CLIENTS_DIR / script), *args]
+    return await _start(nursery, command, dict(os.environ), CLIENTS_DIR)
+
+
+async def _start(
+    nursery: trio.Nursery, command: list[str], env: dict[str, str], cwd: Path
+) -> NodeClient:
     async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await trio.run_process(command, stdout=-1, stderr=None, check=False, cwd=JS_DIR,
+        await trio.run_process(command, stdout=-1, stderr=None, check=False, cwd=cwd,
                                env=env, task_status=task_status)
 
     process = await nursery.start(run)
