@@ -156,21 +156,27 @@ class RedisBridge:
         if self._closed:
             raise StorageUnavailable("redis store closed")
         req = _Request(op)
-        async with self._slots:
+        # Hot path, so no extra scheduler round trip: take a free slot without
+        # yielding (waiting for `done` below is this call's checkpoint), and a
+        # bare CancelScope rather than fail_after's generator-based wrapper.
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._slots.acquire()
+        try:
             self._queue.append(req)
             self._wakeup.set()
-            try:
-                with trio.fail_after(self.timeout_s):
-                    await req.done.wait()
-            except trio.TooSlowError:
-                req.abandoned = True
-                raise StorageUnavailable(
-                    f"redis did not answer within {self.timeout_s:g}s"
-                ) from None
-            except BaseException:
-                req.abandoned = True
-                raise
-        assert req.result is not None
+            with trio.CancelScope(deadline=trio.current_time() + self.timeout_s) as scope:
+                await req.done.wait()
+        except BaseException:
+            req.abandoned = True
+            raise
+        finally:
+            self._slots.release()
+        if req.result is None:  # the deadline passed before an answer came
+            assert scope.cancelled_caught
+            req.abandoned = True
+            raise StorageUnavailable(f"redis did not answer within {self.timeout_s:g}s")
         return req.result.unwrap()  # type: ignore[no-any-return]
 
     async def call_many(self, ops: Sequence[Op[Any]]) -> list[Any]:
