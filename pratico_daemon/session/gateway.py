@@ -33,7 +33,7 @@ from pratico_daemon.protocol.event import Event, error, success
 from pratico_daemon.session import encoders  # noqa: F401  (installs the broadcast encoders)
 from pratico_daemon.session.client import ClientState, Conduit, SessionClient
 from pratico_daemon.session.namespace import Identity, Namespace
-from pratico_daemon.transport import Handlers, Request, Response, WebSocket
+from pratico_daemon.transport import FrontListener, Handlers, Request, Response, WebSocket
 
 if TYPE_CHECKING:
     from pratico_daemon.services import Services
@@ -65,6 +65,7 @@ class Gateway:
         self.engines: dict[str, EngineConnection] = {}
         self._detached: dict[str, tuple[SessionClient, trio.CancelScope]] = {}
         self._nursery: trio.Nursery | None = None
+        self.front: FrontListener | None = None  # set by the daemon once the listener exists
         self.draining = False
 
     def __repr__(self) -> str:
@@ -94,10 +95,17 @@ class Gateway:
         self._nursery.start_soon(guarded)
 
     def handlers(self) -> Handlers:
-        return Handlers(websocket=self.websocket, polling=self.polling, drain=self.drain)
+        return Handlers(websocket=self.websocket, polling=self.polling, drain=self._goodbye)
 
     async def drain(self) -> None:
-        """Tell every Socket.IO session to reconnect; the front then closes all with 1001.
+        """The daemon's drain: the front stops accepting, calls `_goodbye`, closes with 1001."""
+        if self.front is not None:
+            await self.front.drain()
+        else:
+            await self._goodbye()
+
+    async def _goodbye(self) -> None:
+        """Tell every Socket.IO session to reconnect (the front then closes all with 1001).
 
         Clients are told `disconnect` (presence) but not `gone`: the process is going
         away, the rooms are checkpointed, and the clients will come back to whichever
