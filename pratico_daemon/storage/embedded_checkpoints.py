@@ -103,8 +103,9 @@ class EmbeddedCheckpoints:
 
     async def list(self, kind: str | None = None) -> list[Checkpoint]:
         """Every restorable snapshot; unreadable ones are logged and skipped."""
+        args: tuple[str, ...] = ()
         if kind is None:
-            query, args = "SELECT room_id, data FROM checkpoints ORDER BY room_id", ()
+            query = "SELECT room_id, data FROM checkpoints ORDER BY room_id"
         else:
             query = "SELECT room_id, data FROM checkpoints WHERE kind = ? ORDER BY room_id"
             args = (kind,)
@@ -129,7 +130,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(_SCHEMA)
-    conn.isolation_level = ""  # `with conn:` opens and commits transactions from here on
+    conn.isolation_level = "DEFERRED"  # from here on `with conn:` is one transaction
     return conn
 
 
