@@ -115,3 +115,29 @@ async def test_overflow_drops_then_sends_one_resync(
             extra = await stores.expirations.receive()
             raise AssertionError(f"only one RESYNC expected, got {extra!r}")
         assert await stores.presence.scan("burst:*") == []  # what a resync would find
+
+
+async def test_config_refused_falls_back_to_a_probe(
+    aio_loop: object, state_dir: Path, redis_prefix: str, raw_redis: RawRedis
+) -> None:
+    """Managed Redis refuses CONFIG: an ACL user without it plays that part here.
+
+    Notifications are on server-wide (set by the operator, here by the test),
+    so the probe key's expiry event arrives and readiness says so.
+    """
+    user = f"pratico_noconfig_{redis_prefix.strip(':').replace(':', '_')}"
+    await raw_redis("CONFIG", "SET", "notify-keyspace-events", "Ex")
+    await raw_redis("ACL", "SETUSER", user, "on", "nopass", "~*", "&*", "+@all", "-config")
+    try:
+        url = f"redis://{user}:x@127.0.0.1:6379/0"
+        services = make_services(redis_config(state_dir, redis_prefix, url=url))
+        async with open_redis(services.config, services) as stores:
+            await stores.subscription.wait_subscribed()
+            await wait_for(lambda: "redis_notifications" in services.health.checks)
+            check = services.health.checks["redis_notifications"]
+            assert check.ok
+            assert check.detail == "enabled by the server"
+            await stores.presence.set("k", "v", ttl_s=0.1)
+            assert await next_expiry(stores) == "k"  # the probe key is not delivered
+    finally:
+        await raw_redis("ACL", "DELUSER", user)
