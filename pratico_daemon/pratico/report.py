@@ -146,6 +146,13 @@ CSV_COLUMNS = ("section", "participant_id", "display_name", "role", "joined_at",
                "response_time_ms", "points")
 
 
+def _cell(value: Any) -> Any:
+    """Participants choose their names: never let a spreadsheet read one as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def to_csv(report: dict[str, Any]) -> str:
     """One table: a row per participant, then a row per answer, then a row per quiz score."""
     out = io.StringIO()
@@ -153,11 +160,12 @@ def to_csv(report: dict[str, Any]) -> str:
                             lineterminator="\r\n")
     writer.writeheader()
     for p in report["participants"]:
-        writer.writerow({"section": "participant", **p})
+        writer.writerow({"section": "participant", **{k: _cell(v) for k, v in p.items()}})
     for quiz in report["quizzes"]:
         for answer in quiz["answers"]:
-            writer.writerow({"section": "answer", "quiz_id": quiz["quiz_id"], **answer})
+            writer.writerow({"section": "answer", "quiz_id": _cell(quiz["quiz_id"]),
+                             **{k: _cell(v) for k, v in answer.items()}})
         for pid, points in quiz["scores"].items():
-            writer.writerow({"section": "score", "quiz_id": quiz["quiz_id"],
-                             "participant_id": pid, "points": points})
+            writer.writerow({"section": "score", "quiz_id": _cell(quiz["quiz_id"]),
+                             "participant_id": _cell(pid), "points": points})
     return out.getvalue()

@@ -115,14 +115,15 @@ class RigStores(Stores):
 
 @asynccontextmanager
 async def open_rig(tmp_path: Path, kind: str = "embedded", now: Any = time.time,
-                   database: str | None = None, **sections: Any) -> AsyncIterator[Rig]:
+                   database: str | None = None, own_loop: bool = True,
+                   **sections: Any) -> AsyncIterator[Rig]:
     """The rig; on PostgreSQL a fresh database, or `database` (kept) when given."""
     config = make_config(tmp_path / "state", **sections)
     services = Services(config=config, auth=Authenticator.from_config(config))
     owned = kind == "postgres" and database is None
     db = await create_test_database() if owned else database
     try:
-        async with open_loop() if kind == "postgres" else _nothing(), \
+        async with open_loop() if kind == "postgres" and own_loop else _nothing(), \
                 open_backend(kind, tmp_path, dsn_for(db) if db else None,
                              services=services) as backend, \
                 open_embedded_checkpoints(config, services) as cps, \
