@@ -28,6 +28,7 @@ from pratico_daemon.config import Config
 from pratico_daemon.http.app import create_app
 from pratico_daemon.sdnotify import Notifier
 from pratico_daemon.services import Services
+from pratico_daemon.storage.stores import open_stores
 from pratico_daemon.transport import FrontListener
 
 log = logs.get("daemon")
@@ -83,6 +84,8 @@ class Daemon:
             if interval:
                 nursery.start_soon(self.notifier.watchdog_loop, interval)
 
+            # Stores open before anything that could use them binds or restores.
+            svc.stores = await nursery.start(_hold_stores, svc)
             http_stop = trio.Event()
             app = create_app(svc)
             # One port serves WebSockets, polling and REST (a newcomer has one URL);
@@ -139,6 +142,13 @@ class Daemon:
                     os._exit(1)
                 log.info("%s: draining", signal.Signals(signum).name)
                 self.request_shutdown()
+
+
+async def _hold_stores(svc: Services, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Keep the stores open for the daemon nursery's lifetime (`_drain` flushes them)."""
+    async with open_stores(svc) as stores:
+        task_status.started(stores)
+        await trio.sleep_forever()
 
 
 async def _serve_http(

@@ -6,6 +6,11 @@ pooled connection; the whole of it is ONE crossing of the trio/asyncio bridge
 (~100 µs, STACK-NOTES.md), so callers put a whole unit of work (a transaction,
 a batch) in one `fn` rather than crossing per statement.
 
+The loop is captured when the pool is opened and addressed explicitly
+(`loop.run_aio_coroutine`), not looked up from the caller's context: room
+tasks, HTTP handlers and tests call the stores from tasks that were not
+spawned inside the `open_loop()` block, where `aio_as_trio` finds no loop.
+
 Every library error is translated here (httpcore's `map_exceptions` idea):
 - the server does not answer (refused, reset, closed mid-query, timed out,
   shutting down, too many connections) → `StorageUnavailable`;
@@ -22,10 +27,15 @@ from typing import Any, TypeVar
 
 import asyncpg
 import trio
+import trio_asyncio
 
 from pratico_daemon import logs
-from pratico_daemon.storage.aio import aio_as_trio
-from pratico_daemon.storage.protocols import Conflict, InvalidData, StorageUnavailable
+from pratico_daemon.storage.protocols import (
+    Conflict,
+    InvalidData,
+    StorageError,
+    StorageUnavailable,
+)
 
 log = logs.get("storage.postgres")
 T = TypeVar("T")
@@ -60,7 +70,7 @@ def is_unavailable(exc: BaseException) -> bool:
 
 def translate(exc: BaseException) -> BaseException:
     """The storage error for a library error (or `exc` itself if it is not one)."""
-    if isinstance(exc, StorageUnavailable | Conflict | InvalidData):
+    if isinstance(exc, StorageError):
         return exc
     if is_unavailable(exc):
         return StorageUnavailable(f"postgres unavailable: {type(exc).__name__}: {exc}")
@@ -72,6 +82,10 @@ def translate(exc: BaseException) -> BaseException:
             return InvalidData(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, asyncpg.DataError | UnicodeError):
         return InvalidData(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, asyncpg.PostgresError):
+        # Anything else (an undefined table before migrations, a bug in our SQL)
+        # still never leaks asyncpg above the adapter.
+        return StorageError(f"{type(exc).__name__}: {exc}")
     return exc
 
 
@@ -91,8 +105,10 @@ def map_errors() -> Iterator[None]:
 class Postgres:
     """An asyncpg pool living in the current trio-asyncio loop (see `open`)."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, *, query_timeout_s: float = 10.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, loop: Any, *,
+                 query_timeout_s: float = 10.0) -> None:
         self.pool = pool
+        self.loop = loop
         self.dsn = dsn
         self.query_timeout_s = query_timeout_s
 
@@ -107,14 +123,20 @@ class Postgres:
         `min_size=0` lets the daemon start while Postgres is down: readiness
         says so and the event writer journals until it answers.
         """
-        pool = await aio_as_trio(_create_pool)(dsn, min_size, max_size)
-        return cls(pool, dsn, query_timeout_s=query_timeout_s)
+        loop = trio_asyncio.current_loop.get()
+        if loop is None:
+            raise RuntimeError("Postgres.open needs a running aio.open_loop()")
+        pool = await loop.run_aio_coroutine(_create_pool(dsn, min_size, max_size))
+        return cls(pool, dsn, loop, query_timeout_s=query_timeout_s)
 
     async def close(self) -> None:
-        with trio.move_on_after(5):
-            await aio_as_trio(self.pool.close)()
-            return
-        self.pool.terminate()
+        """Close gracefully, even from a cancelled scope (the daemon's exit is one):
+        terminated sockets would otherwise be left for the garbage collector."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(5):
+                await self.loop.run_aio_coroutine(self.pool.close())
+                return
+            self.pool.terminate()
 
     async def run(self, fn: Callable[..., Awaitable[T]], *args: Any,
                   timeout_s: float | None = None) -> T:
@@ -126,7 +148,7 @@ class Postgres:
         """
         limit = self.query_timeout_s if timeout_s is None else timeout_s
         with trio.move_on_after(limit) as scope, map_errors():
-            return await aio_as_trio(_with_connection)(self.pool, fn, args)
+            return await self.loop.run_aio_coroutine(_with_connection(self.pool, fn, args))
         assert scope.cancelled_caught
         raise StorageUnavailable(f"postgres did not answer within {limit:.1f}s")
 
