@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -22,16 +23,37 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from pratico_daemon import __version__, logs
+from pratico_daemon import __version__, classroom, conversation, logs, pratico
 from pratico_daemon.auth import Authenticator
 from pratico_daemon.config import Config
 from pratico_daemon.http.app import create_app
 from pratico_daemon.sdnotify import Notifier
 from pratico_daemon.services import Services
 from pratico_daemon.storage.stores import open_stores
+from pratico_daemon.rooms.registry import RoomRegistry
+from pratico_daemon.session.gateway import Gateway
+from pratico_daemon.session.namespace import Namespace
+from pratico_daemon.storage.checkpointer import Checkpointer
 from pratico_daemon.transport import FrontListener
 
 log = logs.get("daemon")
+
+PRODUCTS: tuple[Callable[[Services], Namespace], ...] = (
+    classroom.create_namespace,
+    pratico.create_namespace,
+    conversation.create_namespace,
+)
+"""The namespaces this daemon serves (tests may pass their own to `Daemon`)."""
+
+
+async def restore_rooms(svc: Services) -> None:
+    """Bring back every live room from its checkpoint before READY=1 (DESIGN.md)."""
+    for checkpoint in await svc.stores.checkpoints.list(pratico.KIND):
+        try:
+            await pratico.restore(svc, checkpoint)
+        except Exception:
+            log.exception("could not restore room %s", checkpoint.room_id,
+                          extra={"room": checkpoint.room_id})
 
 
 @attrs.frozen
@@ -51,12 +73,19 @@ class BoundAddresses:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        notifier: Notifier | None = None,
+        products: Sequence[Callable[[Services], Namespace]] | None = None,
+    ) -> None:
         self.config = config
         self.notifier = notifier or Notifier(None)
         node_id = config.daemon.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.services = Services(config=config, auth=Authenticator.from_config(config),
                                  node_id=node_id)
+        self._products = list(PRODUCTS if products is None else products)
         self._shutdown = trio.Event()
         self._signals_seen = 0
 
@@ -87,12 +116,15 @@ class Daemon:
             # Stores open before anything that could use them binds or restores.
             svc.stores = await nursery.start(_hold_stores, svc)
             http_stop = trio.Event()
+            http_done = trio.Event()
             app = create_app(svc)
             # One port serves WebSockets, polling and REST (a newcomer has one URL);
             # hypercorn serves the app on a second port only when [http] port is set.
+            gateway = await self._start_rooms_and_products(nursery)
             front = FrontListener(cfg.limits, svc.metrics, app=app,
+                                  handlers=gateway.handlers(),
                                   keepalive_s=cfg.engineio.ping_interval_s)
-            svc.gateway = front
+            gateway.front = front
             bound = await nursery.start(front.serve, cfg.realtime.host, cfg.realtime.port)
             http_bound = bound
             if cfg.http.port is not None:
@@ -101,8 +133,10 @@ class Daemon:
                 hc.graceful_timeout = 1.0
                 hc.accesslog = None
                 hc.errorlog = None
-                binds = await nursery.start(_serve_http, app, hc, http_stop)
+                binds = await nursery.start(_serve_http, app, hc, http_stop, http_done)
                 http_bound = binds[0].removeprefix("http://")
+            else:
+                http_done.set()
             svc.health.set("listeners", True)
             addresses = BoundAddresses(realtime=bound, http=http_bound)
             self.notifier.notify("READY=1", f"STATUS=serving on {bound}")
@@ -110,9 +144,27 @@ class Daemon:
             task_status.started(addresses)
 
             await self._shutdown.wait()
-            await self._drain(nursery, http_stop)
+            await self._drain(nursery, http_stop, http_done)
 
-    async def _drain(self, nursery: trio.Nursery, http_stop: trio.Event) -> None:
+    async def _start_rooms_and_products(self, nursery: trio.Nursery) -> Gateway:
+        """Rooms, the checkpointer, the products (restoring their live rooms), the gateway."""
+        svc = self.services
+        svc.rooms = await nursery.start(RoomRegistry(svc.metrics).run)
+        svc.checkpointer = Checkpointer(svc.stores.checkpoints, svc.metrics,
+                                        interval_s=self.config.redis.checkpoint_interval_s)
+        await nursery.start(svc.checkpointer.run)
+        namespaces = [create(svc) for create in self._products]
+        gateway = Gateway(svc, namespaces)
+        svc.gateway = gateway
+        await nursery.start(gateway.run)
+        for namespace in namespaces:
+            await nursery.start(namespace.run)
+        await restore_rooms(svc)
+        return gateway
+
+    async def _drain(
+        self, nursery: trio.Nursery, http_stop: trio.Event, http_done: trio.Event
+    ) -> None:
         svc = self.services
         svc.health.draining = True
         svc.metrics.draining.set(1)
@@ -122,6 +174,10 @@ class Daemon:
             if svc.gateway is not None:
                 await svc.gateway.drain()
             http_stop.set()
+            # In-flight HTTP requests finish (hypercorn's graceful_timeout bounds them).
+            await http_done.wait()
+            if svc.checkpointer is not None:
+                await svc.checkpointer.flush()
             if svc.stores is not None:
                 await svc.stores.flush()
         if scope.cancelled_caught:
@@ -152,6 +208,10 @@ async def _hold_stores(svc: Services, *, task_status: Any = trio.TASK_STATUS_IGN
 
 
 async def _serve_http(
-    app: Any, hc: HypercornConfig, stop: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    app: Any, hc: HypercornConfig, stop: trio.Event, done: trio.Event,
+    *, task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await hypercorn_serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)
+    try:
+        await hypercorn_serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)
+    finally:
+        done.set()
