@@ -27,4 +27,5 @@ class Services:
     # Set by later stages; typed loosely here so this module imports nothing above it.
     stores: Any = None
     rooms: Any = None
+    checkpointer: Any = None
     gateway: Any = None
