@@ -55,6 +55,15 @@ def encode_event_frame(namespace: str, name: str, payload: dict[str, Any]) -> st
     return encode_event(name, payload)
 
 
+def encode_event_frame_bytes(namespace: str, name: str, payload: dict[str, Any]) -> bytes:
+    """`encode_event_frame` as UTF-8 bytes, for transports that send bytes (no re-encoding)."""
+    message = {**payload, "type": name} if "type" in payload else {"type": name, **payload}
+    try:
+        return orjson.dumps(message)
+    except TypeError as exc:
+        raise LocalProtocolError("internal", f"payload is not JSON: {exc}") from None
+
+
 def encode_reply(ref: int | str, reply: dict[str, Any]) -> str:
     """`{"type":"reply","ref":…,"status":…,"data":…}` from a `success()`/`error()` object."""
     return _dumps({"type": "reply", "ref": ref, "status": reply["status"], "data": reply["data"]})

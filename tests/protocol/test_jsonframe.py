@@ -38,6 +38,9 @@ def test_server_event_has_its_fields_at_the_top_level() -> None:
     assert orjson.loads(frame) == {"type": "participant-joined", "userId": "u3"}
     # Same signature as the Socket.IO fast encoder, for rooms.broadcast.register_encoder.
     assert jsonframe.encode_event_frame("/conversation", "x", {"a": 1}) == '{"type":"x","a":1}'
+    assert (
+        jsonframe.encode_event_frame_bytes("/c", "x", {"a": "é"}) == '{"type":"x","a":"é"}'.encode()
+    )
     # A payload field named "type" cannot hide the event's name.
     assert orjson.loads(jsonframe.encode_event("x", {"type": "y"}))["type"] == "x"
 
