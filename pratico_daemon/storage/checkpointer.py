@@ -166,16 +166,26 @@ class Checkpointer:
         return min((self._due_at(r) for r in self._dirty), default=None)
 
     async def _write_deletes(self) -> bool:
-        for room_id, seq in list(self._deletes.items()):
+        """Delete ended rooms' checkpoints, concurrently (the bridge batches them)."""
+        failed: list[str] = []
+
+        async def delete(room_id: str, seq: int) -> None:
             try:
                 await self._store.delete(room_id)
             except StorageError as exc:
                 log.warning("checkpoint of room %s not deleted yet: %s", room_id, exc,
                             extra={"room": room_id})
-                return False
-            if self._deletes.get(room_id) == seq:
+                failed.append(room_id)
+                return
+            if self._deletes.get(room_id) == seq:  # not forgotten again meanwhile
                 del self._deletes[room_id]
-        return True
+
+        pending = list(self._deletes.items())
+        for start in range(0, len(pending), self._max_batch):
+            async with trio.open_nursery() as nursery:
+                for room_id, seq in pending[start : start + self._max_batch]:
+                    nursery.start_soon(delete, room_id, seq)
+        return not failed
 
     async def _write_due(self) -> bool:
         now = trio.current_time()

@@ -241,6 +241,9 @@ class RedisCheckpoints:
             raws = await self._bridge.call(
                 Op(tuple(("HGET", key, "d") for key in keys), lambda r: r)
             )
+            stale = [room_id for room_id, raw in zip(chunk, raws, strict=True) if raw is None]
+            if stale:  # deleted behind the index's back (by hand, or a node mid-delete)
+                await self._bridge.call(Op((("SREM", self._index, *stale),), lambda r: None))
             for key, raw in zip(keys, raws, strict=True):
                 cp = None if raw is None else self._decode(raw, key)
                 if cp is not None and (kind is None or cp.kind == kind):
