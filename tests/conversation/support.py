@@ -247,3 +247,23 @@ async def bed(repo: ConversationRepo, bus: Any, state_dir: Path, *,
         app = create_app(services)
         yield Bed(services, service, namespace, app, auth)
         nursery.cancel_scope.cancel()
+
+
+async def make_slot(b: Bed, start: float = 20, **changes: Any) -> str:
+    body = {"targetLanguageCode": "en", "level": "B1", "startTime": at(start),
+            "durationMinutes": 30, "minParticipants": 2, "maxParticipants": 8, **changes}
+    status, slot = await b.rest("POST", "/timeslots", json=body)
+    assert status == 201, slot
+    return str(slot["id"])
+
+
+async def register(b: Bed, slot_id: str, *users: str) -> None:
+    for user in users:
+        status, body = await b.rest("POST", f"/timeslots/{slot_id}/register", user)
+        assert status == 200, body
+
+
+async def join(b: Bed, slot_id: str, user: str) -> dict[str, Any]:
+    status, body = await b.rest("POST", "/sessions/join", user, json={"timeSlotId": slot_id})
+    assert status == 200, body
+    return dict(body)
