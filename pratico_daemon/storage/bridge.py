@@ -232,13 +232,19 @@ class RedisBridge:
             for req in batch:
                 req.settle(fail)
             return
-        except redis.exceptions.ResponseError as exc:
-            # The whole transaction was refused (EXECABORT): find whose op it was.
+        except (redis.exceptions.ResponseError, redis.exceptions.DataError) as exc:
+            # The whole transaction was refused (EXECABORT) or could not be encoded
+            # (an argument of the wrong type): find whose op it was.
             if len(batch) == 1:
                 batch[0].settle(outcome.Error(InvalidData(f"redis refused: {exc}")))
             else:
                 for req in batch:
                     await self._run_batch([req], loop)
+            return
+        except Exception as exc:  # a bug: its callers see it, the worker carries on
+            log.exception("redis batch failed unexpectedly")
+            for req in batch:
+                req.settle(outcome.Error(exc))
             return
         self._mark_up()
         self._batches += 1

@@ -176,10 +176,13 @@ async def test_a_refused_command_fails_only_its_caller(aio_loop: object, redis_p
             callers.start_soon(run, "wrongtype", Op((("HGETALL", key),), lambda r: r[0]))
             callers.start_soon(run, "fine", Op((("GET", key),), lambda r: r[0]))
             callers.start_soon(run, "unknown", Op((("NOSUCHCOMMAND",),), lambda r: r[0]))
+            callers.start_soon(run, "unencodable", Op((("SET", key, None),), lambda r: r[0]))
         with pytest.raises(InvalidData):
             results["wrongtype"].unwrap()
         with pytest.raises(InvalidData):
             results["unknown"].unwrap()  # refused at queue time: the batch is retried alone
+        with pytest.raises(InvalidData):
+            results["unencodable"].unwrap()  # refused by the client before sending
         assert results["fine"].unwrap() == b"v"
 
 
