@@ -99,15 +99,17 @@ class Handlers:
 
 @attrs.frozen
 class FrontStatistics:
-    socketio_open: int
+    socketio_open: int  # WebSockets open, by framing
     json_open: int
-    http_open: int
-    bytes_in: int
+    tcp_open: int  # every accepted TCP connection, upgraded or not
+    bytes_in: int  # HTTP and WebSocket bytes, headers included
     bytes_out: int
-    messages_in: int
+    messages_in: int  # WebSocket messages
     messages_out: int
     slow_consumer_disconnects: int
-    refused_handshakes: int
+    oversized_messages: int  # closed with 1009
+    refused_handshakes: int  # answered 503 (limits or draining)
+    handshake_timeouts: int  # request heads not complete within handshake_timeout_s
     draining: bool
 
     @property
@@ -147,8 +149,10 @@ class FrontListener:
         self._flushed: dict[str, Counters] = {k: Counters() for k in self._counters}
         self._websockets: set[WebSocket] = set()
         self._per_ip: dict[str, int] = {}
-        self._http_open = 0
+        self._tcp_open = 0
         self._slow_consumers = 0
+        self._oversized = 0
+        self._handshake_timeouts = 0
         self._refused = 0
         self._ids = itertools.count(1)
         self._draining = False
@@ -174,11 +178,12 @@ class FrontListener:
             totals.messages_in += c.messages_in
             totals.messages_out += c.messages_out
         return FrontStatistics(
-            socketio_open=by["socketio"], json_open=by["json"], http_open=self._http_open,
+            socketio_open=by["socketio"], json_open=by["json"], tcp_open=self._tcp_open,
             bytes_in=totals.bytes_in, bytes_out=totals.bytes_out,
             messages_in=totals.messages_in, messages_out=totals.messages_out,
-            slow_consumer_disconnects=self._slow_consumers,
-            refused_handshakes=self._refused, draining=self._draining,
+            slow_consumer_disconnects=self._slow_consumers, oversized_messages=self._oversized,
+            refused_handshakes=self._refused, handshake_timeouts=self._handshake_timeouts,
+            draining=self._draining,
         )
 
     def websockets(self) -> list[WebSocket]:
@@ -253,13 +258,13 @@ class FrontListener:
         self, sock: socket.socket, client: tuple[str, int], server: tuple[str, int]
     ) -> None:
         """One TCP connection from accept to close; nothing escapes it but cancellation."""
-        self._http_open += 1
+        self._tcp_open += 1
         try:
             await self._serve_http(sock, client, server)
         except Exception:
             log.exception("connection from %s failed", client[0], extra={"peer": client[0]})
         finally:
-            self._http_open -= 1
+            self._tcp_open -= 1
             trio.lowlevel.notify_closing(sock)
             sock.close()
 
@@ -275,7 +280,9 @@ class FrontListener:
                 with trio.move_on_after(self.limits.handshake_timeout_s) as timer:
                     event = await self._next_event(sock, conn, counters)
                 if timer.cancelled_caught:
-                    if conn.their_state is not h11.IDLE:
+                    # A keep-alive connection with nothing pending ends quietly.
+                    if conn.their_state is not h11.IDLE or conn.trailing_data[0]:
+                        self._handshake_timeouts += 1
                         log.info("request head from %s timed out", client[0],
                                  extra={"peer": client[0]})
                     return
@@ -380,6 +387,7 @@ class FrontListener:
         self, sock: socket.socket, conn: h11.Connection, request: Request,
         route: tuple[Framing, str | None], counters: Counters,
     ) -> None:
+        end = None
         with trio.move_on_after(self.limits.handshake_timeout_s):
             end = await self._next_event(sock, conn, counters)
         if not isinstance(end, h11.EndOfMessage):
@@ -396,7 +404,7 @@ class FrontListener:
             sock, conn_id=f"c{next(self._ids)}", framing=framing, namespace=namespace,
             remote=request.client, max_message_bytes=self.limits.max_message_bytes,
             outbox=self._outbox_limits, counters=self._counters[framing],
-            on_slow_consumer=self._count_slow_consumer, initial_data=bytes(leftover),
+            on_limit=self._count_limit, initial_data=bytes(leftover),
             close_timeout_s=self._close_timeout_s,
         )
         await self._run_websocket(ws, request)
@@ -437,9 +445,14 @@ class FrontListener:
             log.warning("handshake refused: %s (%d refused so far)", reason, self._refused,
                         extra={"peer": ip, "code": "unavailable"})
 
-    def _count_slow_consumer(self) -> None:
-        self._slow_consumers += 1
-        self.metrics.slow_consumer_disconnects.inc()
+    def _count_limit(self, code: str) -> None:
+        """A connection hit a limit: "slow_consumer" or "message_too_large"."""
+        if code == "slow_consumer":
+            self._slow_consumers += 1
+            self.metrics.slow_consumer_disconnects.inc()
+        else:
+            self._oversized += 1
+            self.metrics.errors.labels(code).inc()
 
     async def _run_websocket(self, ws: WebSocket, request: Request) -> None:
         ip = request.client_ip

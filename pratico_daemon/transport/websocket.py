@@ -35,6 +35,7 @@ import enum
 import logging
 import math
 import socket
+from collections.abc import Callable
 from typing import Literal, cast
 
 import attrs
@@ -106,7 +107,7 @@ class WebSocket:
         max_message_bytes: int,
         outbox: OutboxLimits,
         counters: Counters,
-        on_slow_consumer: object = None,
+        on_limit: Callable[[str], None] | None = None,
         initial_data: bytes = b"",
         close_timeout_s: float = 2.0,
     ) -> None:
@@ -118,7 +119,7 @@ class WebSocket:
         self._core = Protocol(Side.SERVER, max_size=max_message_bytes, logger=_core_log)
         self._limits = outbox
         self._counters = counters
-        self._on_slow_consumer = on_slow_consumer
+        self._on_limit = on_limit
         self.state = State.OPEN
         self._inbox: collections.deque[str | bytes] = collections.deque()
         self._fragments: list[bytes] = []
@@ -240,6 +241,8 @@ class WebSocket:
             if isinstance(exc, PayloadTooBig):
                 log.info("closing %s: client frame over max_message_bytes", self.id,
                          extra={"conn": self.id, "code": "message_too_large"})
+                if self._on_limit is not None:
+                    self._on_limit("message_too_large")
             else:
                 log.info("closing %s: protocol error (%s)", self.id, exc,
                          extra={"conn": self.id, "code": str(code)})
@@ -357,8 +360,8 @@ class WebSocket:
         self._outbox_bytes = 0
         if head is not None:  # finish the frame already half on the wire
             self._enqueue(head)
-        if callable(self._on_slow_consumer):
-            self._on_slow_consumer()
+        if self._on_limit is not None:
+            self._on_limit("slow_consumer")
         self.close(frames.SLOW_CONSUMER, "slow consumer")
         self._end(frames.SLOW_CONSUMER, "slow consumer")
 

@@ -14,7 +14,8 @@ from tests.transport.helpers import Echo, wait_until, ws_client
 async def test_one_port_serves_rest_and_websockets_and_drain_says_1001(nursery, tmp_path):
     running = await start_daemon(nursery, make_config(tmp_path))
     assert running.addresses.realtime == running.addresses.http
-    front = running.daemon.services.gateway
+    gateway = running.daemon.services.gateway  # the session layer, which owns the front
+    front = getattr(gateway, "front", gateway)
     assert isinstance(front, FrontListener)
     echo = Echo()
     front.handlers = Handlers(websocket=echo)

@@ -54,7 +54,7 @@ async def test_keep_alive_serves_two_requests_on_one_connection(nursery):
         request = f"GET /hello HTTP/1.1\r\nHost: {front.address}\r\n\r\n".encode()
         await stream.send_all(request + request)  # pipelined
         replies = await read_responses(stream, 2)
-        open_during = front.listener.statistics().http_open
+        open_during = front.listener.statistics().tcp_open
     assert [r.status_code for r, _ in replies] == [200, 200]
     assert [orjson.loads(body) for _, body in replies] == [{"hello": "world"}] * 2
     assert open_during == 1  # one TCP connection served both
@@ -90,7 +90,8 @@ async def test_a_silent_client_is_dropped_after_the_handshake_timeout(nursery):
         await stream.send_all(b"GET /hello HTTP/1.1\r\nHost:")  # and then nothing
         with trio.fail_after(5):
             assert await stream.receive_some(1024) == b""  # the server hung up
-    assert front.listener.statistics().http_open == 0
+    stats = front.listener.statistics()
+    assert (stats.tcp_open, stats.handshake_timeouts) == (0, 1)
 
 
 async def test_polling_requests_go_to_the_polling_handler(nursery):

@@ -71,6 +71,9 @@ async def test_a_2mb_frame_closes_the_connection_with_1009(nursery):
             await _send_then_receive(ws, "x" * (2 * 1024 * 1024))
     assert closed.value.reason.code == 1009
     assert echo.closed[0].code == 1009
+    assert front.listener.statistics().oversized_messages == 1
+    assert front.metrics.registry.get_sample_value(
+        "pratico_errors_total", {"code": "message_too_large"}) == 1.0
 
 
 async def _send_then_receive(ws, message: str) -> None:
