@@ -197,8 +197,12 @@ async def postgres_database() -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def backend(kind: str, state_dir: Path, dsn: str | None = None,
-                  prefix: str | None = None) -> AsyncIterator[tuple[ConversationRepo, Any]]:
-    """(repo, bus): "embedded" (SQLite, inline) or "production" (PostgreSQL + Redis)."""
+                  prefix: str | None = None, *,
+                  drop_keys: bool = True) -> AsyncIterator[tuple[ConversationRepo, Any]]:
+    """(repo, bus): "embedded" (SQLite, inline) or "production" (PostgreSQL + Redis).
+
+    Opening it again on the same state_dir (or dsn and prefix) is a restart.
+    """
     if kind == "embedded":
         repo, bus = open_embedded(state_dir, threaded=False)
         try:
@@ -215,7 +219,8 @@ async def backend(kind: str, state_dir: Path, dsn: str | None = None,
             yield ConversationRepo(PgDatabase(pg)), bus
         finally:
             with trio.CancelScope(shield=True):
-                await aio_as_trio(_drop_prefix)(bus.client, prefix)
+                if drop_keys:
+                    await aio_as_trio(_drop_prefix)(bus.client, prefix)
                 await bus.aclose()
                 await pg.close()
 
@@ -228,8 +233,12 @@ async def _drop_prefix(client: Any, prefix: str) -> None:
 
 @asynccontextmanager
 async def bed(repo: ConversationRepo, bus: Any, state_dir: Path, *,
-              user_events_poll_s: float = 3600.0, **conversation: Any) -> AsyncIterator[Bed]:
-    """The service running on (repo, bus), with REST, until the block exits."""
+              user_events_poll_s: float = 3600.0, clock: WallClock | None = None,
+              **conversation: Any) -> AsyncIterator[Bed]:
+    """The service running on (repo, bus), with REST, until the block exits.
+
+    Pass the same `clock` to consecutive beds to keep one timeline across a restart.
+    """
     config = make_config(state_dir, conversation=conversation)
     auth = Authenticator.from_config(config)
     services = Services(config=config, auth=auth, node_id="test-node")
@@ -239,7 +248,7 @@ async def bed(repo: ConversationRepo, bus: Any, state_dir: Path, *,
         from pratico_daemon.session.directory import ClientDirectory
 
         service = ConversationService(config, registry, ClientDirectory(),
-                                      clock=WallClock(ORIGIN), node_id="test-node",
+                                      clock=clock or WallClock(ORIGIN), node_id="test-node",
                                       user_events_poll_s=user_events_poll_s, relay_idle_s=3600)
         namespace = create_namespace(services, service=service)
         service.attach_backend(repo, bus)
