@@ -148,7 +148,12 @@ class GroupCommitWriter:
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         queued = False
         try:
-            await self._send.send(pending)
+            try:
+                # No yield when there is room: the wait below is the checkpoint,
+                # and one scheduling round per event is most of the writer's cost.
+                self._send.send_nowait(pending)
+            except trio.WouldBlock:
+                await self._send.send(pending)
             queued = True
             await pending.done.wait()
         except BaseException:
