@@ -78,6 +78,9 @@ async def open_stores(services: Services) -> AsyncIterator[Stores]:
             services.health.set("storage", True, f"embedded ({path})")
             events, repos = sql.events, sql.repos
 
+        checkpoints: CheckpointStore
+        presence: PresenceStore
+        expirations: trio.MemoryReceiveChannel[str]
         if config.redis.url:
             from pratico_daemon.storage.redis_store import open_redis
 
