@@ -29,6 +29,7 @@ import trio
 
 from pratico_daemon.config import Config
 from pratico_daemon.services import Services
+from pratico_daemon.storage.background import background_tasks
 from pratico_daemon.storage.expirations import ExpiryFeed
 from pratico_daemon.storage.protocols import InvalidData
 from pratico_daemon.storage.redis_store import check_key, check_mapping, check_ttl
@@ -217,11 +218,8 @@ async def open_embedded_keys(
     """In-process presence keys and their expiry timer, for the embedded mode."""
     feed = ExpiryFeed(expirations_size)
     presence = EmbeddedPresence(feed)
-    async with trio.open_nursery() as nursery:
+    async with background_tasks() as nursery:
         await nursery.start(feed.run)
         await nursery.start(presence.run)
         services.health.set("presence", True, "embedded (in-process keys)")
-        try:
-            yield EmbeddedKeys(presence=presence, expirations=feed.receive, feed=feed)
-        finally:
-            nursery.cancel_scope.cancel()
+        yield EmbeddedKeys(presence=presence, expirations=feed.receive, feed=feed)

@@ -52,6 +52,7 @@ from pratico_daemon.config import Config
 from pratico_daemon.services import Services
 from pratico_daemon.storage import checkpoint_codec
 from pratico_daemon.storage.aio import aio_as_trio
+from pratico_daemon.storage.background import background_tasks
 from pratico_daemon.storage.bridge import Op, RedisBridge
 from pratico_daemon.storage.expirations import ExpiryFeed
 from pratico_daemon.storage.protocols import Checkpoint, InvalidData, StorageUnavailable
@@ -502,7 +503,7 @@ async def open_redis(
     health = _RedisHealth(services)
     client = make_client(url)
     try:
-        async with trio.open_nursery() as nursery:
+        async with background_tasks() as nursery:
             bridge = RedisBridge(
                 client, on_health=lambda ok, detail: health.set("commands", ok, detail)
             )
@@ -523,10 +524,7 @@ async def open_redis(
                 subscription=subscription,
                 feed=feed,
             )
-            try:
-                yield stores
-            finally:
-                nursery.cancel_scope.cancel()
+            yield stores
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(2.0):
             await aio_as_trio(client.aclose)()

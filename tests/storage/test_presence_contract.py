@@ -167,3 +167,21 @@ async def test_redis_keys_carry_the_prefix(
     assert raw == {b"1": b"s1", b"2": b""}
     assert await raw_redis("GET", f"{prefix}cooldown:org_o_user_u") == b"1"
     assert 299_000 < await raw_redis("PTTL", f"{prefix}cooldown:org_o_user_u") <= 300_000
+
+
+
+async def test_errors_in_the_body_come_out_unwrapped(
+    aio_loop: object, services: Services, tmp_path: Path
+) -> None:
+    """The stores run background tasks, yet a caller's error is not an ExceptionGroup."""
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with open_redis(services.config, services):
+            raise Boom
+    embedded = make_services(make_config(tmp_path / "embedded"))
+    with pytest.raises(Boom):
+        async with open_embedded_keys(embedded.config, embedded):
+            raise Boom
