@@ -1,10 +1,11 @@
 """Opening the conversation store and bus for the daemon's configuration.
 
-Embedded (no redis.url, no postgres.dsn): a SQLite file
-`state_dir/conversation.sqlite3` holds the tables, the outbox and the bus.
-Production: a trio-asyncio loop of its own hosts an asyncpg pool (migrated
-on start when `postgres.migrate_on_start`) and a Redis client for the bus
-(Redis Streams); without `redis.url` the bus falls back to the database file.
+Embedded (no postgres.dsn): a SQLite file `state_dir/conversation.sqlite3`
+holds the tables, the outbox and the bus. Production: the repository runs on
+the daemon's shared pool (`services.stores.pg`, migrated by the storage
+layer; a pool of our own when the stores did not open one, e.g. in tools),
+and the bus on Redis Streams through a client in a trio-asyncio loop of our
+own; without `redis.url` the bus is the SQLite file.
 Everything is opened in `run_service` and closed when it is cancelled.
 """
 
@@ -52,12 +53,13 @@ async def run_service(services: Any, service: ConversationService, *,
     from pratico_daemon.storage import aio, migrate
     from pratico_daemon.storage.postgres import Postgres
 
+    shared = getattr(getattr(services, "stores", None), "pg", None)
     async with aio.open_loop():
-        pg = await Postgres.open(config.postgres.dsn, min_size=0,
-                                 max_size=max(2, config.postgres.pool_max // 2))
+        pg = shared or await Postgres.open(config.postgres.dsn, min_size=0,
+                                           max_size=max(2, config.postgres.pool_max // 2))
         redis_bus = None
         try:
-            if config.postgres.migrate_on_start:
+            if shared is None and config.postgres.migrate_on_start:
                 await migrate.apply(pg)
             repo = ConversationRepo(PgDatabase(pg))
             if config.redis.url:
@@ -71,4 +73,5 @@ async def run_service(services: Any, service: ConversationService, *,
             with trio.CancelScope(shield=True):
                 if redis_bus is not None:
                     await redis_bus.aclose()
-                await pg.close()
+                if shared is None:
+                    await pg.close()

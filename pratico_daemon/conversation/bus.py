@@ -172,9 +172,12 @@ class RedisBus:
     events are a few per session, not a hot path.
     """
 
-    def __init__(self, client: Any, key_prefix: str = "") -> None:
+    def __init__(self, client: Any, key_prefix: str = "", loop: Any = None) -> None:
         self.client = client
         self.prefix = key_prefix
+        # Addressed explicitly (like storage.postgres): callers may run in tasks
+        # spawned outside the `open_loop()` block, where no loop is in context.
+        self.loop = loop
         self._groups: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
@@ -184,24 +187,24 @@ class RedisBus:
     async def open(cls, url: str, key_prefix: str = "") -> RedisBus:
         """Connect (inside an `aio.open_loop()`); close with `aclose()`."""
         import redis.asyncio as aredis
+        import trio_asyncio
 
+        loop = trio_asyncio.current_loop.get()
+        if loop is None:
+            raise RuntimeError("RedisBus.open needs a running aio.open_loop()")
         client = aredis.Redis.from_url(url, socket_timeout=None)
-        return cls(client, key_prefix)
+        return cls(client, key_prefix, loop)
 
     async def aclose(self) -> None:
-        from pratico_daemon.storage.aio import aio_as_trio
-
         with trio.move_on_after(5):
-            await aio_as_trio(self.client.aclose)()
+            await self.loop.run_aio_coroutine(self.client.aclose())
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         import redis.exceptions
 
-        from pratico_daemon.storage.aio import aio_as_trio
-
         try:
             with trio.fail_after(10):
-                return await aio_as_trio(fn)(*args)
+                return await self.loop.run_aio_coroutine(fn(*args))
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError,
                 trio.TooSlowError) as exc:
             raise StorageUnavailable(f"redis unavailable: {exc}") from exc

@@ -220,7 +220,7 @@ async def backend(kind: str, state_dir: Path, dsn: str | None = None,
         finally:
             with trio.CancelScope(shield=True):
                 if drop_keys:
-                    await aio_as_trio(_drop_prefix)(bus.client, prefix)
+                    await bus.loop.run_aio_coroutine(_drop_prefix(bus.client, prefix))
                 await bus.aclose()
                 await pg.close()
 
