@@ -49,6 +49,7 @@ CONNECT_TIMEOUT_S = 5.0
 # insufficient resources, 57 operator intervention (admin shutdown, crash
 # shutdown, cannot connect now), 58 system error.
 _UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
+_NOT_MIGRATED = ("42P01", "3F000")  # undefined_table, invalid_schema_name
 # 22 data exception, 23 integrity violation (23505 unique handled apart).
 _DATA_CLASSES = ("22", "23")
 
@@ -64,7 +65,10 @@ def is_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
-        return state[:2] in _UNAVAILABLE_CLASSES
+        # A table that is not there yet: the schema is still being migrated
+        # (a daemon that started while Postgres was down migrates when it
+        # answers). Callers retry, as for a server that does not answer.
+        return state[:2] in _UNAVAILABLE_CLASSES or state in _NOT_MIGRATED
     return False
 
 

@@ -40,14 +40,26 @@ async def test_slow_server_is_unavailable_after_the_timeout(aio_loop: object, pg
     await pg.close()
 
 
-async def test_schema_errors_are_storage_errors_not_asyncpg(aio_loop: object) -> None:
+async def test_missing_schema_is_unavailable_until_migrated(aio_loop: object) -> None:
     name = await create_test_database(migrated=False)
     try:
         pg = await Postgres.open(dsn_for(name))
-        with pytest.raises(StorageError) as info:
+        with pytest.raises(StorageUnavailable, match="lessons"):
             await pg_repos(pg).lessons.create(Lesson("L1", "o", "t"))
-        assert not isinstance(info.value, StorageUnavailable)
-        assert "lessons" in str(info.value)
         await pg.close()
     finally:
         await drop_test_database(name)
+
+
+async def test_other_server_errors_are_storage_errors_not_asyncpg(
+    aio_loop: object, pg_dsn: str
+) -> None:
+    pg = await Postgres.open(pg_dsn)
+
+    async def broken(conn: object) -> None:
+        await conn.execute("SELEC 1")  # type: ignore[attr-defined]
+
+    with pytest.raises(StorageError, match="syntax") as info:
+        await pg.run(broken)
+    assert type(info.value) is StorageError
+    await pg.close()
