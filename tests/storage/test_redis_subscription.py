@@ -126,7 +126,11 @@ async def test_config_refused_falls_back_to_a_probe(
     so the probe key's expiry event arrives and readiness says so.
     """
     user = f"pratico_noconfig_{redis_prefix.strip(':').replace(':', '_')}"
-    await raw_redis("CONFIG", "SET", "notify-keyspace-events", "Ex")
+    reply = await raw_redis("CONFIG", "GET", "notify-keyspace-events")
+    flags = next(iter(reply.values()))
+    flags = flags.decode() if isinstance(flags, bytes) else flags
+    if "E" not in flags or not ({"x", "A"} & set(flags)):  # keep whatever else is set
+        await raw_redis("CONFIG", "SET", "notify-keyspace-events", flags + "Ex")
     await raw_redis("ACL", "SETUSER", user, "on", "nopass", "~*", "&*", "+@all", "-config")
     try:
         url = f"redis://{user}:x@127.0.0.1:6379/0"
