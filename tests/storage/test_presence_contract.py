@@ -15,7 +15,7 @@ from pratico_daemon.storage.embedded_keys import open_embedded_keys
 from pratico_daemon.storage.protocols import RESYNC, InvalidData, PresenceStore
 from pratico_daemon.storage.redis_store import open_redis
 from tests.conftest import make_config
-from tests.support.redis import RawRedis, make_services
+from tests.support.redis import RawRedis, make_services, redis_config
 
 
 @attrs.frozen
@@ -185,3 +185,18 @@ async def test_errors_in_the_body_come_out_unwrapped(
     with pytest.raises(Boom):
         async with open_embedded_keys(embedded.config, embedded):
             raise Boom
+
+
+async def test_scan_treats_the_prefix_literally(
+    aio_loop: object, state_dir: Path, redis_prefix: str, raw_redis: RawRedis
+) -> None:
+    """A prefix with glob characters must not match other prefixes' keys."""
+    tricky = redis_prefix + "[ab]*?:"
+    neighbour = redis_prefix + "a-other:"
+    await raw_redis("SET", neighbour + "alive:x", "1")
+    await raw_redis("SET", redis_prefix + "b" + "zz:alive:y", "1")
+    services = make_services(redis_config(state_dir, tricky))
+    async with open_redis(services.config, services) as stores:
+        await stores.presence.set("alive:mine", "1")
+        assert await stores.presence.scan("alive:*") == ["alive:mine"]
+    await raw_redis("DEL", tricky + "alive:mine")
