@@ -71,6 +71,9 @@ class Op(Generic[T]):
 
     commands: tuple[tuple[Any, ...], ...]
     parse: Callable[[list[Any]], T]
+    # Bytes of payload, when large (snapshots): batches stop growing past
+    # `max_batch_bytes`. Small commands leave it 0 and are not measured.
+    size: int = 0
 
 
 @attrs.frozen
@@ -107,18 +110,22 @@ class RedisBridge:
         *,
         capacity: int = 10_000,
         max_batch: int = 512,
+        max_batch_bytes: int = 32 * 1024 * 1024,
         timeout_s: float = 5.0,
         on_health: Callable[[bool, str], None] = lambda ok, detail: None,
     ) -> None:
         # capacity: 10k outstanding requests ≈ a few MB of commands, far above
         # what 2,000 clients joining at once produce; max_batch keeps one
-        # pipeline's reply parsing (~5 µs/command) under ~3 ms of loop time.
+        # pipeline's reply parsing (~5 µs/command) under ~3 ms of loop time;
+        # max_batch_bytes keeps a burst of large snapshots from becoming one
+        # multi-hundred-MB transaction that blocks Redis for everyone.
         self._client = client
         self._slots = trio.Semaphore(capacity)
         self._queue: collections.deque[_Request] = collections.deque()
         self._in_flight: list[_Request] = []
         self._wakeup = asyncio.Event()  # binds to the running loop on first wait
         self._max_batch = max_batch
+        self._max_batch_bytes = max_batch_bytes
         self.timeout_s = timeout_s
         self._on_health = on_health
         self._closed = False
@@ -203,12 +210,17 @@ class RedisBridge:
                 await self._wakeup.wait()
                 continue
             batch: list[_Request] = []
+            size = 0
             while self._queue and len(batch) < self._max_batch:
-                req = self._queue.popleft()
+                req = self._queue[0]
+                if batch and size + req.op.size > self._max_batch_bytes:
+                    break
+                self._queue.popleft()
                 if req.abandoned:
                     self._dropped += 1
                 else:
                     batch.append(req)
+                    size += req.op.size
             if not batch:
                 continue
             if not self._up and loop.time() < self._retry_at:

@@ -203,24 +203,37 @@ class RedisCheckpoints:
         self._index = f"{prefix}pratico:checkpoints"
         self._max_bytes = max_bytes
         self._max_schema = max_schema
+        # 16 MiB: one request Redis applies in ~10 ms; a 10 MiB snapshot still fits.
+        self.max_request_bytes = 16 * 1024 * 1024
 
     def _key(self, room_id: str) -> str:
         return f"{self._prefix}pratico:checkpoint:{check_key(room_id)}"
 
     async def put_many(self, checkpoints: Sequence[Checkpoint]) -> None:
-        """One atomic batch; every snapshot is validated before anything is sent."""
-        commands = tuple(
-            (
-                "EVAL", _PUT_CHECKPOINT, 2, self._key(cp.room_id), self._index,
-                cp.version, checkpoint_codec.encode(
-                    cp, max_bytes=self._max_bytes, max_schema=self._max_schema
-                ),
-                cp.room_id,
-            )
+        """Validate every snapshot, then write them in one atomic request.
+
+        Each room's write is independent, so a batch over `max_request_bytes`
+        (large tldraw snapshots) goes as several requests, each atomic.
+        """
+        encoded = [
+            (cp, checkpoint_codec.encode(
+                cp, max_bytes=self._max_bytes, max_schema=self._max_schema
+            ))
             for cp in checkpoints
-        )
+        ]
+        commands: list[tuple[Any, ...]] = []
+        size = 0
+        for cp, data in encoded:
+            if commands and size + len(data) > self.max_request_bytes:
+                await self._bridge.call(Op(tuple(commands), lambda r: None, size))
+                commands, size = [], 0
+            commands.append((
+                "EVAL", _PUT_CHECKPOINT, 2, self._key(cp.room_id), self._index,
+                cp.version, data, cp.room_id,
+            ))
+            size += len(data)
         if commands:
-            await self._bridge.call(Op(commands, lambda r: None))
+            await self._bridge.call(Op(tuple(commands), lambda r: None, size))
 
     async def get(self, room_id: str) -> Checkpoint | None:
         key = self._key(room_id)

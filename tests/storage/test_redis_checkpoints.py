@@ -49,3 +49,19 @@ async def test_list_prunes_index_entries_whose_checkpoint_is_gone(
         assert [c.room_id for c in await stores.checkpoints.list()] == ["kept"]
     members = await raw_redis("SMEMBERS", f"{prefix}pratico:checkpoints")
     assert members == {b"kept"}
+
+
+async def test_large_snapshots_are_split_into_bounded_transactions(
+    aio_loop: object, services: Services
+) -> None:
+    async with open_redis(services.config, services) as stores:
+        blob = "x" * (5 * 1024 * 1024)
+        before = stores.bridge.statistics().batches
+        await stores.checkpoints.put_many(
+            [Checkpoint(f"big-{i}", "pratico", 1, {"doc": blob}) for i in range(7)]
+        )
+        # 7 × 5 MiB over 16 MiB requests: at least 3 transactions, never one of 35 MiB.
+        assert stores.bridge.statistics().batches - before >= 3
+        restored = await stores.checkpoints.list()
+        assert sorted(c.room_id for c in restored) == [f"big-{i}" for i in range(7)]
+        assert all(len(c.state["doc"]) == len(blob) for c in restored)
