@@ -115,3 +115,25 @@ async def test_polling_requests_go_to_the_polling_handler(nursery):
     assert (request.method, request.path, body) == ("POST", "/sockets/", b"4hello")
     assert request.query == {"EIO": "4", "transport": "polling"}
     assert request.client[0] == "127.0.0.1"
+
+
+async def test_bad_handshakes_get_an_http_answer_not_an_upgrade(nursery):
+    front = await start_front(nursery, app=echo_app())
+    base = (f"GET /ws/pratico HTTP/1.1\r\nHost: {front.address}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\n")
+    cases = {
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n": b" 426 ",
+        "Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n": b" 400 ",
+    }
+    for headers, status in cases.items():
+        async with await raw_connect(front.port) as stream:
+            await stream.send_all((base + headers + "\r\n").encode())
+            head, _, body = (await receive_all(stream)).partition(b"\r\n\r\n")
+        assert status in head.split(b"\r\n")[0]
+        assert orjson.loads(body)["error"]["code"] == "invalid_payload"
+    # An upgrade on a path that is not ours is an ordinary request for the app.
+    async with await raw_connect(front.port) as stream:
+        await stream.send_all(base.replace("/ws/pratico", "/hello").encode() + b"\r\n")
+        (reply, body), = await read_responses(stream, 1)
+    assert reply.status_code == 200
+    assert orjson.loads(body) == {"hello": "world"}
