@@ -27,13 +27,13 @@ from pratico_daemon import __version__, classroom, conversation, logs, pratico
 from pratico_daemon.auth import Authenticator
 from pratico_daemon.config import Config
 from pratico_daemon.http.app import create_app
+from pratico_daemon.rooms.registry import RoomRegistry
 from pratico_daemon.sdnotify import Notifier
 from pratico_daemon.services import Services
-from pratico_daemon.storage.stores import open_stores
-from pratico_daemon.rooms.registry import RoomRegistry
 from pratico_daemon.session.gateway import Gateway
 from pratico_daemon.session.namespace import Namespace
 from pratico_daemon.storage.checkpointer import Checkpointer
+from pratico_daemon.storage.stores import open_stores
 from pratico_daemon.transport import FrontListener
 
 log = logs.get("daemon")
