@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 import trio.testing
 
 from tests.classroom.harness import Classroom, open_classroom
-from tests.conftest import make_config
+from tests.conftest import RunningDaemon, make_config, start_daemon
 from tests.support.redis import REDIS_URL
 
 
@@ -65,3 +66,22 @@ async def ebed(tmp_path: Path) -> AsyncIterator[Classroom]:
     config = classroom_config(tmp_path / "state")
     async with open_classroom("embedded", config, tmp_path) as classroom:
         yield classroom
+
+
+@pytest.fixture(params=["embedded", "production"])
+async def running(request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_path: Path,
+                  redis_prefix: str, raw_redis: Any, pg_dsn: str) -> RunningDaemon:
+    """The whole daemon on port 0, embedded then on Redis + Postgres (`.mode` says which)."""
+    if request.param == "embedded":
+        config = make_config(tmp_path / "state")
+    else:
+        config = make_config(tmp_path / "state", redis={"url": REDIS_URL,
+                                                        "key_prefix": redis_prefix},
+                             postgres={"dsn": pg_dsn})
+    daemon = await start_daemon(nursery, config)
+    daemon.mode = request.param  # type: ignore[attr-defined]
+    daemon.redis_prefix = redis_prefix  # type: ignore[attr-defined]
+    yield daemon
+    daemon.daemon.request_shutdown()
+
+

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
-from tests.conftest import RunningDaemon, make_config, start_daemon
+from tests.conftest import RunningDaemon
 from tests.support import http
-from tests.support.redis import REDIS_URL
-
-
-@pytest.fixture(params=["embedded", "production"])
-async def running(request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_path: Path,
-                  redis_prefix: str, raw_redis: Any, pg_dsn: str) -> RunningDaemon:
-    if request.param == "embedded":
-        config = make_config(tmp_path / "state")
-    else:
-        config = make_config(tmp_path / "state", redis={"url": REDIS_URL,
-                                                        "key_prefix": redis_prefix},
-                             postgres={"dsn": pg_dsn})
-    daemon = await start_daemon(nursery, config)
-    yield daemon
-    daemon.daemon.request_shutdown()
 
 
 async def test_create_get_and_seat(running: RunningDaemon) -> None:
