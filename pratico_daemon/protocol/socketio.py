@@ -297,11 +297,20 @@ def decode_packet(
             close_code=None,
         )
 
-    check_size_answerable(text, max_bytes, namespace, ack if kind is PacketType.EVENT else None)
+    if n * 4 > max_bytes:  # only long texts can be over the limit (check_size)
+        check_size_answerable(text, max_bytes, namespace, ack if kind is PacketType.EVENT else None)
     data = text[i:]
 
     if kind is PacketType.EVENT:
-        return _decode_event(data, namespace, ack, max_name_chars)
+        # The hot path (every client event): inline the happy case, fall back
+        # to `_decode_event` for the error messages.
+        args = _loads(data, namespace, ack)
+        if type(args) is list and args:
+            name = args[0]
+            payload = args[1] if len(args) > 1 else {}
+            if type(name) is str and 0 < len(name) <= max_name_chars and type(payload) is dict:
+                return Event(namespace, name, payload, ack)
+        raise _event_refusal(args, namespace, ack, max_name_chars)
     if kind is PacketType.ACK:
         if ack is None:
             raise _invalid("ACK without an id")
@@ -357,35 +366,14 @@ def _loads(data: str, namespace: str, ack: int | None) -> Any:
         ) from None
 
 
-def _decode_event(data: str, namespace: str, ack: int | None, max_name_chars: int) -> Event:
-    args = _loads(data, namespace, ack)
+def _event_refusal(
+    args: Any, namespace: str, ack: int | None, max_name_chars: int
+) -> RemoteProtocolError:
+    """Why a parsed EVENT is refused (answered with an ERROR ack when `ack` is known)."""
     if not isinstance(args, list) or not args:
-        raise _answerable(
-            "invalid_payload",
-            "an EVENT is a non-empty array",
-            namespace,
-            ack,
-            close_code=CLOSE_INVALID_DATA,
-        )
-    name = args[0]
-    if not isinstance(name, str) or not name or len(name) > max_name_chars:
-        raise _answerable(
-            "invalid_payload",
-            "the event name must be a short string",
-            namespace,
-            ack,
-            close_code=CLOSE_INVALID_DATA,
-        )
-    if len(args) == 1:
-        payload: Any = {}
+        message = "an EVENT is a non-empty array"
+    elif not isinstance(args[0], str) or not args[0] or len(args[0]) > max_name_chars:
+        message = "the event name must be a short string"
     else:
-        payload = args[1]
-        if not isinstance(payload, dict):
-            raise _answerable(
-                "invalid_payload",
-                "the event payload must be an object",
-                namespace,
-                ack,
-                close_code=CLOSE_INVALID_DATA,
-            )
-    return Event(namespace, name, payload, ack)
+        message = "the event payload must be an object"
+    return _answerable("invalid_payload", message, namespace, ack, close_code=CLOSE_INVALID_DATA)
