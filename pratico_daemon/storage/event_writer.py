@@ -203,6 +203,11 @@ class GroupCommitWriter:
                 if len(live) > 1:
                     await self._commit_one_by_one(live)
                     error = None
+            except Exception as exc:
+                # A bug below us must not kill the writer (and with it every
+                # room's durable path): the batch fails loudly, the next one runs.
+                log.exception("event batch of %d failed", len(live))
+                error = StorageError(f"event write failed: {type(exc).__name__}")
         now = time.perf_counter()
         for p in batch:
             if error is not None and p.error is None:

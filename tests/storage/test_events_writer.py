@@ -15,7 +15,12 @@ import trio.testing
 
 from pratico_daemon.metrics import Metrics
 from pratico_daemon.storage.event_writer import GroupCommitWriter, Pending
-from pratico_daemon.storage.protocols import InvalidData, RoomEvent, StorageUnavailable
+from pratico_daemon.storage.protocols import (
+    InvalidData,
+    RoomEvent,
+    StorageError,
+    StorageUnavailable,
+)
 
 
 class HeldCommit:
@@ -112,3 +117,22 @@ async def test_refused_event_is_isolated_from_its_batch(nursery: trio.Nursery) -
             callers.start_soon(append, name)
     assert results == {"a": "ok", "poison": "refused", "b": "ok"}
     assert sorted(committed) == ["a", "b"]
+
+
+async def test_a_bug_in_a_commit_fails_its_batch_but_not_the_writer(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    async def buggy_once(batch: Sequence[Pending]) -> None:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise KeyError("oops")
+
+    writer = GroupCommitWriter(buggy_once)
+    await nursery.start(writer.run)
+    with pytest.raises(StorageError, match="KeyError"):
+        await writer.append_durable(RoomEvent("r", "first"))
+    await writer.append_durable(RoomEvent("r", "second"))
+    assert calls == [1, 1]
+    assert "event batch of 1 failed" in caplog.text
