@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart import Response, request
@@ -19,6 +21,7 @@ from pratico_daemon.conversation.slots import parse_time
 from pratico_daemon.errors import AppError
 from pratico_daemon.http.api import ERROR_SCHEMA, json_body, json_response
 from pratico_daemon.http.app import api, bearer_claims, require_admin, services
+from pratico_daemon.storage.protocols import Conflict, InvalidData, StorageUnavailable
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
@@ -99,6 +102,24 @@ MEDIA_SCHEMA: dict[str, Any] = {
 }
 
 
+def storage_errors(handler: Callable[..., Awaitable[Response]]
+                   ) -> Callable[..., Awaitable[Response]]:
+    """Storage errors as the stable codes: a down store is 503, refused data is 400."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return await handler(*args, **kwargs)
+        except StorageUnavailable:
+            raise AppError("unavailable", "the conversation store is unavailable") from None
+        except InvalidData as exc:
+            raise AppError("invalid_payload", f"refused by the store: {exc}") from None
+        except Conflict:
+            raise AppError("conflict", "a concurrent change won; try again") from None
+
+    return wrapper
+
+
 def _errors(*statuses: int) -> dict[int, dict[str, Any]]:
     return {status: ERROR_SCHEMA for status in (400, 401, 503, *statuses)}
 
@@ -140,6 +161,7 @@ def _make_cursor(item: dict[str, Any]) -> str:
 @api.route("/timeslots", "POST", summary="Create a time slot or a recurring series (admin)",
            request=SLOT_REQUEST,
            responses={201: {"oneOf": [SLOT_SCHEMA, SERIES_SCHEMA]}, **_errors(403)})
+@storage_errors
 async def create_timeslot() -> Response:
     claims = require_admin()
     body = await json_body()
@@ -155,6 +177,7 @@ async def create_timeslot() -> Response:
            responses={200: {"type": "object", "required": ["items"],
                             "properties": {"items": {"type": "array", "items": SLOT_SCHEMA},
                                            "next": _NULLABLE_STR}}, **_errors()})
+@storage_errors
 async def list_timeslots() -> Response:
     claims = bearer_claims()
     service = _service()
@@ -184,6 +207,7 @@ async def list_timeslots() -> Response:
 
 @api.route("/timeslots/<slot_id>/register", "POST", summary="Register for a slot (idempotent)",
            responses={200: STATUS_SCHEMA, **_errors(404, 409)})
+@storage_errors
 async def register(slot_id: str) -> Response:
     claims = bearer_claims()
     return json_response(await _service().register(claims.sub, slot_id))
@@ -192,6 +216,7 @@ async def register(slot_id: str) -> Response:
 @api.route("/timeslots/<slot_id>/register", "DELETE",
            summary="Cancel a registration (idempotent); leaves the slot's live session",
            responses={200: STATUS_SCHEMA, **_errors(404)})
+@storage_errors
 async def cancel(slot_id: str) -> Response:
     claims = bearer_claims()
     return json_response(await _service().cancel(claims.sub, slot_id))
@@ -202,6 +227,7 @@ async def cancel(slot_id: str) -> Response:
                     "properties": {"timeSlotId": {"type": "string"},
                                    "recordingConsent": {"type": "boolean"}}},
            responses={200: JOIN_SCHEMA, **_errors(403, 404, 409)})
+@storage_errors
 async def join() -> Response:
     claims = bearer_claims()
     body = await json_body(("timeSlotId",))
@@ -214,6 +240,7 @@ async def join() -> Response:
 
 @api.route("/sessions/current/media", "PATCH", summary="Your camera/mic state in your live session",
            request=MEDIA_REQUEST, responses={200: MEDIA_SCHEMA, **_errors(404)})
+@storage_errors
 async def media() -> Response:
     claims = bearer_claims()
     body = await json_body()
@@ -225,6 +252,7 @@ async def media() -> Response:
 
 @api.route("/sessions/<session_id>/leave", "POST", summary="Leave a live session",
            responses={200: STATUS_SCHEMA, **_errors(404)})
+@storage_errors
 async def leave(session_id: str) -> Response:
     claims = bearer_claims()
     return json_response(await _service().leave(claims.sub, session_id))
@@ -232,6 +260,7 @@ async def leave(session_id: str) -> Response:
 
 @api.route("/sessions/<session_id>", "GET", summary="A session (participants and admins)",
            responses={200: SESSION_SCHEMA, **_errors(403, 404)})
+@storage_errors
 async def get_session(session_id: str) -> Response:
     claims = bearer_claims()
     return json_response(await _service().session_view(claims.sub, claims.role, session_id))

@@ -34,6 +34,9 @@ _FORBIDDEN_PARTS = ("BYHOUR", "BYMINUTE", "BYSECOND", "DTSTART")
 # bounds how far back the scheduler looks for slots still running.
 MAX_DURATION_MINUTES = 24 * 60
 MAX_RULE_CHARS = 500
+# Slots are planned weeks ahead; ten years bounds every date computation far
+# from datetime's limits (year 9999) whatever the zone or rule.
+MAX_AHEAD = dt.timedelta(days=3653)
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
@@ -66,11 +69,11 @@ def parse_time(value: Any, name: str) -> dt.datetime:
         raise _bad(f"{name}: expected an ISO 8601 date-time string")
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            raise _bad(f"{name}: needs a UTC offset (e.g. 2030-01-07T18:00:00Z)")
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise _bad(f"{name}: not an ISO 8601 date-time") from None
-    if parsed.tzinfo is None:
-        raise _bad(f"{name}: needs a UTC offset (e.g. 2030-01-07T18:00:00Z)")
-    return parsed.astimezone(UTC)
 
 
 def _int(body: Mapping[str, Any], name: str, low: int, high: int) -> int:
@@ -102,6 +105,8 @@ def parse_slot_request(body: Mapping[str, Any], *, now: dt.datetime, cap: int) -
     start = parse_time(body["startTime"], "startTime")
     if start <= now:
         raise _bad("startTime: must be in the future")
+    if start > now + MAX_AHEAD:
+        raise _bad(f"startTime: at most {MAX_AHEAD.days} days ahead")
     duration = _int(body, "durationMinutes", 1, MAX_DURATION_MINUTES)
     maximum = _int(body, "maxParticipants", 2, cap)
     minimum = _int(body, "minParticipants", 2, maximum)

@@ -157,3 +157,23 @@ async def test_a_connection_without_a_token_is_refused(b: Bed, autojump_clock: A
     client = b.app.test_client()
     response = await client.get("/timeslots")
     assert response.status_code == 401
+
+
+async def test_what_postgres_refuses_is_a_400_not_a_500(tmp_path: Path) -> None:
+    import uuid
+
+    from tests.conversation.support import postgres_database
+
+    async with postgres_database() as dsn, \
+            backend("production", tmp_path / "state", dsn, f"t{uuid.uuid4().hex[:8]}:") as (
+                repo, bus), bed(repo, bus, tmp_path / "state") as b:
+        # PostgreSQL text cannot hold NUL; SQLite can: the store's refusal is the client's error.
+        assert await error(b, "POST", "/timeslots", json={**SLOT, "level": "B\u00001"}) == (
+            400, "invalid_payload")
+        assert await error(b, "GET", "/timeslots?level=B%001", "marie") == (
+            400, "invalid_payload")
+        assert await error(b, "POST", "/timeslots",
+                           json={**SLOT, "startTime": "9999-12-31T23:59:59-01:00"}) == (
+            400, "invalid_payload")
+        _, listing = await b.rest("GET", "/timeslots", "marie")
+        assert listing["items"] == []
