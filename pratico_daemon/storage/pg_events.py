@@ -205,9 +205,14 @@ class PgEventStore:
                 except StorageUnavailable as exc:
                     log.debug("postgres still unreachable (retry in %.2fs): %s", delay, exc)
                     self._report(str(exc))
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, self.retry_max_s)
-            self._outage = trio.Event()
+                except Exception as exc:
+                    # Postgres answers but refuses the replay (a bug, a schema
+                    # drift): keep the journal, say so, keep trying — never
+                    # drop acknowledged events, never kill the writer.
+                    log.exception("journal replay refused by postgres")
+                    self._report(f"replay refused: {type(exc).__name__}: {exc}")
+                await trio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
             log.info("postgres answers again; journal replayed, writing directly")
 
     async def _replay(self) -> None:
@@ -226,6 +231,7 @@ class PgEventStore:
                 _, rows = await self.journal.oldest(1)
                 if not rows:
                     self.direct = True
+                    self._outage = trio.Event()  # re-armed for the next outage
                     self._direct_again.set()
                     self._report()
                     return

@@ -134,3 +134,26 @@ async def test_no_database_and_no_journal_is_unavailable(
         tasks.cancel_scope.cancel()
     await pg.close()
     assert "journal" in str(error)
+
+
+async def test_two_outages_in_a_row(
+    aio_loop: object, pg_dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    port = await nursery.start(proxy.run)
+    pg = await Postgres.open(through(port, pg_dsn), max_size=2)
+    written: list[RoomEvent] = []
+    async with open_pg_events(pg, tmp_path, retry_initial_s=0.02, retry_max_s=0.1) as store:
+        for _ in range(2):
+            proxy.cut()
+            batch = [RoomEvent("r", "e", {"n": len(written) + n}) for n in range(200)]
+            async with trio.open_nursery() as appenders:
+                for event in batch:
+                    appenders.start_soon(store.append_durable, event)
+            written += batch
+            assert not store.direct
+            proxy.restore()
+            with trio.fail_after(20):
+                await store.wait_direct()
+    await pg.close()
+    assert await count_rows(pg_dsn) == (400, 400)
