@@ -136,8 +136,19 @@ async def test_stalled_redis_gives_storage_unavailable_then_recovers(
         assert await bridge.call(PING)
         redis_proxy.freeze()
         start = trio.current_time()
-        with pytest.raises(StorageUnavailable):
-            await bridge.call(PING)
+        outcomes: list[outcome.Outcome[Any]] = []
+
+        async def caller() -> None:
+            outcomes.append(await outcome.acapture(bridge.call, PING))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(caller)  # in flight on the frozen connection
+            await wait_for(lambda: bridge.statistics().in_flight == 1)
+            nursery.start_soon(caller)  # queued behind it
+        assert len(outcomes) == 2
+        for result in outcomes:
+            with pytest.raises(StorageUnavailable):
+                result.unwrap()
         assert trio.current_time() - start < 1.0
         redis_proxy.thaw()
         await _until_answers(bridge)
