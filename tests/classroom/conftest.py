@@ -85,3 +85,12 @@ async def running(request: pytest.FixtureRequest, nursery: trio.Nursery, tmp_pat
     daemon.daemon.request_shutdown()
 
 
+
+
+@pytest.fixture
+async def pbed(tmp_path: Path, redis_prefix: str, raw_redis: Any, pg_dsn: str
+               ) -> AsyncIterator[Classroom]:
+    """The classroom on Redis + Postgres only."""
+    config = classroom_config(tmp_path / "state", redis_prefix)
+    async with open_classroom("production", config, tmp_path, pg_dsn=pg_dsn) as classroom:
+        yield classroom

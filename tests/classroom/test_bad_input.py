@@ -81,9 +81,23 @@ async def _snapshot(bed: Classroom) -> Any:
 @pytest.mark.parametrize(("who", "event", "payload", "words"), CASES,
                          ids=[f"{c[1]}-{i}" for i, c in enumerate(CASES)])
 async def test_bad_input_is_refused_and_changes_nothing(
-        bed: Classroom, who: str, event: str, payload: Any, words: str) -> None:
+        ebed: Classroom, who: str, event: str, payload: Any, words: str) -> None:
+    await ebed.lesson("L1", seats=4)
+    client = await _client(ebed, who)
+    await _refused_without_change(ebed, client, event, payload, words)
+
+
+async def test_bad_input_on_redis_and_postgres(pbed: Classroom) -> None:
+    """The same table once through the production stores (one database for all rows)."""
+    bed = pbed
     await bed.lesson("L1", seats=4)
-    client = await _client(bed, who)
+    clients = {who: await _client(bed, who) for who in ("teacher", "manager", "student")}
+    for who, event, payload, words in CASES:
+        await _refused_without_change(bed, clients[who], event, payload, words)
+
+
+async def _refused_without_change(bed: Classroom, client: TestClient, event: str,
+                                  payload: Any, words: str) -> None:
     before = await _snapshot(bed)
     data_before = dict(client.data)
     ack = await bed.emit(client, event, payload)

@@ -206,3 +206,22 @@ async def trio_wait(predicate: object, limit_s: float = 5.0) -> None:
     with trio.fail_after(limit_s):
         while not predicate():  # type: ignore[operator]  # noqa: ASYNC110
             await trio.sleep(0.001)
+
+
+async def test_recovered_connection_turns_presence_back_on(bed: Classroom) -> None:
+    """Socket.IO connection-state recovery: disconnect, then `reconnected` (no `gone`)."""
+    await bed.lesson("L1", seats=2)
+    manager = await bed.manager()
+    teacher = await bed.teacher("t1")
+    await bed.emit(teacher, "join_lesson", {"user_id": "t1", "lesson_id": "L1",
+                                            "role": "teacher"})
+    await bed.ns.disconnect(teacher, "transport error")
+    assert (await bed.presence.hgetall("alive:org_org1_user_t1"))["state"] == "disconnect"
+    assert manager.events("teacher_disconnect") == [{"user_id": "t1"}]
+    room = bed.services.rooms.get("classroom:lesson:L1")
+    assert teacher.sid in room.members  # still seated while it may come back
+    await bed.ns.reconnected(teacher)
+    assert (await bed.presence.hgetall("alive:org_org1_user_t1"))["state"] == "connect"
+    assert await bed.presence.ttl("alive:org_org1_user_t1") is None
+    assert manager.events("teacher_connect") == [{"user_id": "t1"}, {"user_id": "t1"}]
+    assert (await bed.presence.hgetall("t1"))["lesson_id"] == "L1"
