@@ -132,7 +132,7 @@ async def bench_postgres(dsn_base: str, seconds: float) -> list[str]:
             await migrate.apply(pg)
 
             async def naive(e: RoomEvent) -> None:
-                await pg.run(_insert_one, e, orjson.dumps(dict(e.data)).decode())
+                await pg.run(_insert_one, e, orjson.dumps(dict(e.data)).decode(), timeout_s=120)
 
             peer = await offered(naive, None, seconds)
             lines.append(row("postgres", "peer: 1/event", None, peer, None, None))
