@@ -79,6 +79,19 @@ class EchoNamespace(Namespace):
         client.disconnect_soon("kicked")
 
 
+class OtherNamespace(Namespace):
+    """A second namespace, to show that namespaces on one connection stay apart."""
+
+    name = "/other"
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(services)
+        self.on("echo")(self._echo)
+
+    async def _echo(self, client: Client, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"namespace": self.name, **payload}
+
+
 @attrs.define
 class GatewayServer:
     services: Services
@@ -104,7 +117,7 @@ async def start_gateway(nursery: trio.Nursery, tmp_path: Any, **sections: Any) -
     services = Services(config=config, auth=Authenticator.from_config(config))
     services.rooms = await nursery.start(RoomRegistry(services.metrics).run)
     echo = EchoNamespace(services)
-    gateway = Gateway(services, [echo])
+    gateway = Gateway(services, [echo, OtherNamespace(services)])
     await nursery.start(gateway.run)
     front = FrontListener(config.limits, services.metrics, app=None, handlers=gateway.handlers())
     address = await nursery.start(front.serve, "127.0.0.1", 0)

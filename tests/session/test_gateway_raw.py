@@ -168,3 +168,31 @@ async def test_rate_limit_answers_rate_limited_and_keeps_the_connection(nursery,
         assert codes[:3] == [None, None, None]
         assert codes[3:] == ["rate_limited", "rate_limited"]
         assert replies[3]["data"]["retry_after"] > 0
+
+
+async def test_namespaces_on_one_connection_stay_apart(server):
+    async with sio_open(server) as (ws, _):
+        for ns in ("/echo", "/other"):
+            await ws.send_message(f"40{ns},{{}}")
+            assert (await next_non_ping(ws)).startswith(f"40{ns},")
+        await ws.send_message('42/other,1["echo",{"k":1}]')
+        reply = orjson.loads((await next_non_ping(ws))[len("43/other,1"):])[0]
+        assert reply["data"] == {"namespace": "/other", "k": 1}
+        # /other has no "join" handler: events are routed by namespace, never across.
+        await ws.send_message('42/other,2["join",{}]')
+        reply = orjson.loads((await next_non_ping(ws))[len("43/other,2"):])[0]
+        assert reply["data"]["code"] == "unknown_event"
+        await ws.send_message('42/echo,3["join",{}]')
+        assert (await next_non_ping(ws)).startswith("43/echo,3")
+        await ws.send_message('42/echo,4["shout",{"t":1}]')
+        broadcast = await next_non_ping(ws)
+        assert broadcast.startswith('42/echo,["shouted",')
+        assert (await next_non_ping(ws)).startswith("43/echo,4")
+        # Leaving /echo keeps /other connected.
+        await ws.send_message("41/echo,")
+        await ws.send_message('42/other,5["echo",{}]')
+        got = await next_non_ping(ws)
+        assert got.startswith("43/other,5"), got
+        await ws.send_message('42/echo,6["echo",{}]')
+        reply = orjson.loads((await next_non_ping(ws))[len("43/echo,6"):])[0]
+        assert reply["data"]["code"] == "forbidden"
