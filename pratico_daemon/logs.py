@@ -16,12 +16,28 @@ from typing import IO, Any
 import orjson
 
 CONTEXT_FIELDS = ("conn", "room", "user", "node", "code", "peer", "event")
-_TOKEN = re.compile(r"(eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*)|((?:token|auth|access_token)=)[^&\s\"']+")
+_SECRET_KEYS = r"(?:access_|guest_)?token|auth|jwt_secret|secret|password|secret_access_key"
+# (pattern, replacement): what a credential looks like wherever it turns up in
+# free text: a JWT anywhere, `token=…` in a query string, `"token": "…"` in a
+# JSON or Python dict, `Bearer …` in a header, a password inside a URL.
+_SECRETS = (
+    (re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*"), "***"),
+    (re.compile(rf"\b((?:{_SECRET_KEYS})=)[^&\s\"']+"), r"\1***"),
+    (re.compile(rf"([\"'](?:{_SECRET_KEYS})[\"']\s*:\s*[\"'])[^\"']*"), r"\1***"),
+    (re.compile(r"\b(Bearer\s+)[^\s\"']+", re.IGNORECASE), r"\1***"),
+    (re.compile(r"(://[^:/@\s]*:)[^@\s/]+(@)"), r"\1***\2"),
+)
 
 
 def scrub(text: str) -> str:
-    """Hide JWTs and `token=`-style query values in free text."""
-    return _TOKEN.sub(lambda m: (m.group(2) or "") + "***", text)
+    """Hide tokens, secrets and URL passwords in free text (messages, tracebacks)."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _field(value: Any) -> Any:
+    return scrub(value) if isinstance(value, str) else value
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,7 +52,7 @@ class JsonFormatter(logging.Formatter):
         for field in CONTEXT_FIELDS:
             value = record.__dict__.get(field)
             if value is not None:
-                out[field] = value
+                out[field] = _field(value)
         if record.exc_info:
             out["exc"] = scrub(self.formatException(record.exc_info))
         return orjson.dumps(out, default=str).decode()
@@ -45,7 +61,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         present = [f for f in CONTEXT_FIELDS if record.__dict__.get(f) is not None]
-        fields = " ".join(f"{f}={record.__dict__[f]}" for f in present)
+        fields = " ".join(f"{f}={_field(record.__dict__[f])}" for f in present)
         line = (
             f"{time.strftime('%H:%M:%S', time.localtime(record.created))} "
             f"{record.levelname:<7} {record.name}: {scrub(record.getMessage())}"
@@ -63,6 +79,15 @@ class ReopenableFileHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, path: str) -> None:
         self.path = path
         super().__init__(open(path, "a", encoding="utf-8"))  # noqa: SIM115
+
+    def close(self) -> None:
+        # StreamHandler.close() leaves the stream open: it never opened it. We did.
+        self.acquire()
+        try:
+            self.stream.close()
+        finally:
+            self.release()
+        super().close()
 
     def reopen(self) -> None:
         self.acquire()
