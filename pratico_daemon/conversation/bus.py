@@ -319,6 +319,11 @@ class OutboxRelay:
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
+            except Exception:
+                log.exception("outbox relay failed (retry in %.1fs)", backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
             if sent >= self.batch:
                 continue
             with trio.move_on_after(self.idle_s):

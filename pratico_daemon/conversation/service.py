@@ -140,21 +140,25 @@ class ConversationService:
         return room
 
     async def _mirror(self, change: Change) -> None:
-        """Tell a session's room what a transaction did to it."""
-        room = self.rooms.get(change.session.id)
-        if room is None:
-            room = await self.open_room(change.session)
+        """Tell a session's room what a transaction did to it.
+
+        A room that ended in between (a timer won the race) has nothing left to
+        tell: the transaction stands, the clients heard `session-ended`.
+        """
+        try:
+            room = self.rooms.get(change.session.id) or await self.open_room(change.session)
             if room is None:
                 return
-            if change.user_id is None:
-                pass
-        if change.participant is not None and change.user_id is not None:
-            await room.call(commands.apply_join(self, change.user_id, change.participant,
-                                                change.transition))
-        elif change.user_id is not None:
-            await room.call(commands.apply_leave(self, change.user_id, change.transition))
-        elif change.transition is not None and change.transition.reason is not None:
-            await room.call(commands.apply_end(self, change.transition.reason.value))
+            if change.participant is not None and change.user_id is not None:
+                await room.call(commands.apply_join(self, change.user_id, change.participant,
+                                                    change.transition))
+            elif change.user_id is not None:
+                await room.call(commands.apply_leave(self, change.user_id, change.transition))
+            elif change.transition is not None and change.transition.reason is not None:
+                await room.call(commands.apply_end(self, change.transition.reason.value))
+        except AppError as exc:
+            if exc.code not in ("not_found", "session_ended"):
+                raise
 
     # -- REST operations --------------------------------------------------------------------
 
@@ -282,6 +286,12 @@ class ConversationService:
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
+            except Exception:
+                # A bug in one pass must not stop every future reminder and end.
+                log.exception("scheduler pass failed (retry in %.1fs)", backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
             with trio.move_on_at(self.clock.deadline(wake_at)):
                 await self._tick_wake.wait()
 
@@ -355,6 +365,21 @@ class ConversationService:
 
     # -- user.events ------------------------------------------------------------------------
 
+    async def _handle_user_event(self, delivery: Any) -> None:
+        """One entry; anything but an outage is logged and acknowledged (no poison loop)."""
+        user_id = _user_event_user(delivery)
+        if user_id is None:
+            return
+        try:
+            await self.delete_user(user_id)
+        except StorageUnavailable:
+            raise
+        except Exception:
+            log.exception("user.deleted %s could not be applied", user_id)
+            return
+        for client in self.directory.of_user(user_id):
+            client.disconnect_soon("user deleted")
+
     async def consume_user_events(self) -> None:
         """The `user.events` consumer group: `user.deleted` cancels and removes the user."""
         assert self.bus is not None
@@ -362,20 +387,25 @@ class ConversationService:
             try:
                 batch = await self.bus.read_group(USER_EVENTS, CONSUMER_GROUP, self.node_id)
                 for delivery in batch:
-                    payload = delivery.payload()
-                    if delivery.type == "user.deleted" and isinstance(payload, dict):
-                        user_id = payload.get("userId")
-                        if isinstance(user_id, str) and user_id:
-                            await self.delete_user(user_id)
-                            for client in self.directory.of_user(user_id):
-                                client.disconnect_soon("user deleted")
+                    await self._handle_user_event(delivery)
                 await self.bus.ack(USER_EVENTS, CONSUMER_GROUP,
                                    [d.delivery_id for d in batch])
             except StorageUnavailable as exc:
                 log.warning("user.events: %s", exc)
                 batch = []
+            except Exception:
+                log.exception("user.events consumer failed; retrying")
+                batch = []
             if not batch:
                 await trio.sleep(self.user_events_poll_s)
+
+
+def _user_event_user(delivery: Any) -> str | None:
+    payload = delivery.payload()
+    if delivery.type != "user.deleted" or not isinstance(payload, dict):
+        return None
+    user_id = payload.get("userId")
+    return user_id if isinstance(user_id, str) and 0 < len(user_id) <= 200 else None
 
 
 def slot_start(row: Mapping[str, Any]) -> dt.datetime:

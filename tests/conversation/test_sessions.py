@@ -191,3 +191,22 @@ async def test_a_connection_opened_before_the_join_gets_the_events(
     state = late.of("session-state")
     assert [p["userId"] for p in state[0]["participants"]] == ["marie", "jean"]
     assert state[0]["status"] == "active"
+
+
+async def test_malformed_user_events_are_skipped_not_fatal(
+    b: Bed, autojump_clock: Any
+) -> None:
+    slot = await make_slot(b)
+    await register(b, slot, "marie", "jean")
+    for n, payload in enumerate(["not json", "[1, 2]", '{"userId": 42}', '{"userId": ""}']):
+        await b.bus.append("user.events", {"type": "user.deleted", "id": f"bad-{n}",
+                                           "occurredAt": "", "payload": payload})
+    await b.bus.append("user.events", {"type": "user.renamed", "id": "other",
+                                       "occurredAt": "", "payload": '{"userId": "marie"}'})
+    await b.bus.append("user.events", {"type": "user.deleted", "id": "good",
+                                       "occurredAt": "", "payload": '{"userId": "jean"}'})
+    await sleep_until(1, b.service.clock)
+    _, listing = await b.rest("GET", "/timeslots", "admin")
+    assert listing["items"][0]["registeredCount"] == 1  # jean's gone, marie stays
+    assert await b.bus.read_group("user.events", "conversation", "test-node") == []
+    await make_slot(b, start=30)  # the service is still up and answering
