@@ -1,0 +1,537 @@
+"""The gateway under many clients, against python-socketio in the same run (issue 4).
+
+    .venv/bin/python bench/gateway_bench.py [--clients 2000] [--rooms 4] [--members 250]
+        [--rate 5] [--seconds 15] [--burst 60] [--window 4] [--peers python-socketio,node]
+        [--repeat 1] [--no-pin] [--profile]
+
+For each server in turn — the daemon (bench/gateway_bench_server.py: a real
+`Daemon`, embedded mode, a "/bench" namespace), python-socketio under uvicorn
++ uvloop (bench/peers/socketio_peer.py) and, when its node_modules exist,
+Node's socket.io (bench/peers/node/) — the same scenario, with the same
+clients speaking Socket.IO over WebSocket (bench/gateway_clients.py):
+
+1. warm-up: 20 clients connect, join, and leave (first-use allocations and
+   lazy imports are not charged to the connections measured next);
+2. idle memory: `--clients` clients connect and join a room (the first
+   rooms × members join the "active" rooms r0…, the rest idle rooms); server
+   RSS after − before, divided by the number of clients;
+3. steady: one sender connection per active room emits `say` at `--rate`
+   per second per room for `--seconds`; each is broadcast to the room's
+   members. Delivery latency = receive time − send time (time.monotonic(),
+   system-wide on Linux); server CPU time / deliveries;
+4. burst: each sender emits `--burst` messages as fast as acks allow
+   (`--window` in flight): the deliveries/s a server sustains, and its CPU per
+   delivery when busy.
+
+The machine is shared, so the figures that matter are the server's CPU time
+(from /proc/PID/task/*/schedstat, nanoseconds on CPU, whatever else runs)
+and RSS (/proc/PID/status), and ratios between servers measured in the same
+run. By default the server is pinned to CPU 0 and the clients to CPU 1
+(`taskset`), as in bench/ws_server_compare.py; --no-pin lets the kernel choose.
+
+Prints a table (daemon, each peer, and the peer/daemon ratio) and writes
+bench/results/gateway-bench-<time>.{png,json}: latency distributions of the
+steady phase and deliveries/s over time. --profile runs the daemon under
+cProfile and prints where its time went (the stats file is kept in
+bench/results/). Every phase is bounded in time; the whole run takes 2–4
+minutes with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import math
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import trio
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+PY = sys.executable
+MEMBER_WORKERS = 2
+WARMUP_CLIENTS = 20
+SERVER_CPU, CLIENT_CPU = "0", "1"
+
+
+def _die_with_parent() -> None:
+    """Children get SIGKILL if the bench dies: no server outlives an interrupted run."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@attrs.frozen
+class ServerKind:
+    name: str
+    command: list[str]
+
+
+def server_kinds(peers: list[str], profile_path: Path | None) -> list[ServerKind]:
+    daemon = [PY, str(HERE / "gateway_bench_server.py")]
+    if profile_path is not None:
+        daemon += ["--profile", str(profile_path)]
+    kinds = [ServerKind("pratico-daemon", daemon)]
+    if "python-socketio" in peers:
+        kinds.append(ServerKind("python-socketio", [PY, str(HERE / "peers" / "socketio_peer.py")]))
+    if "node" in peers:
+        node_dir = HERE / "peers" / "node"
+        if (node_dir / "node_modules" / "socket.io").is_dir():
+            kinds.append(ServerKind("node socket.io", ["node", str(node_dir / "server.js")]))
+        else:
+            print(f"skipping node: run `npm install` in {node_dir} first", file=sys.stderr)
+    return kinds
+
+
+# -- /proc ------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of `pid` so far (schedstat: nanoseconds on CPU)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return total / 1e9
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+# -- child processes ----------------------------------------------------------------------------
+
+
+class Child:
+    """A child process spoken to in lines: commands on stdin, progress on stdout."""
+
+    def __init__(self, process: trio.Process, name: str) -> None:
+        self.process = process
+        self.name = name
+        self._buffer = b""
+
+    @classmethod
+    async def start(cls, command: list[str], name: str, cpu: str | None) -> Child:
+        if cpu is not None:
+            command = ["taskset", "-c", cpu, *command]
+        process = await trio.lowlevel.open_process(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=HERE.parent,
+            preexec_fn=_die_with_parent,
+        )
+        return cls(process, name)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def line(self) -> str:
+        assert self.process.stdout is not None
+        while b"\n" not in self._buffer:
+            chunk = await self.process.stdout.receive_some(65536)
+            if not chunk:
+                code = await self.process.wait()
+                raise RuntimeError(f"{self.name} exited ({code}) before answering")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode().strip()
+
+    async def send(self, text: str) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all(text.encode() + b"\n")
+
+    async def wait_for(self, prefix: str) -> list[str]:
+        while True:
+            words = (await self.line()).split()
+            if words and words[0] == prefix:
+                return words
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        if grace_s and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(grace_s):
+                await self.process.wait()
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
+
+
+class Members:
+    """The member workers: a reader task per worker keeps the counts current."""
+
+    def __init__(self, workers: list[Child]) -> None:
+        self.workers = workers
+        self.joined = [0] * len(workers)
+        self.counts = [0] * len(workers)
+        self.ready = [False] * len(workers)
+        self.reported = trio.Semaphore(0)
+        self.timeline: list[tuple[float, int]] = []
+        self.last_delivery = 0.0
+
+    async def follow(self, index: int) -> None:
+        worker = self.workers[index]
+        while True:
+            words = (await worker.line()).split()
+            if words[0] == "joined":
+                self.joined[index] = int(words[1])
+            elif words[0] == "ready":
+                self.ready[index] = True
+            elif words[0] == "count":
+                self.counts[index] = int(words[1])
+                self.timeline.append((float(words[2]), self.total))
+                self.last_delivery = max(self.last_delivery, float(words[3]))
+            elif words[0] == "reported":
+                self.reported.release()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    async def broadcast(self, text: str) -> None:
+        for worker in self.workers:
+            await worker.send(text)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str,
+                     bar: tqdm | None = None, value: Callable[[], int] | None = None) -> bool:
+    """Poll `predicate` every 50 ms; False (and a note) if it is still false at the deadline."""
+    with trio.move_on_after(timeout_s):
+        while not predicate():
+            if bar is not None and value is not None:
+                bar.update(value() - bar.n)
+            await trio.sleep(0.05)
+        if bar is not None and value is not None:
+            bar.update(value() - bar.n)
+        return True
+    tqdm.write(f"  timed out after {timeout_s:.0f}s waiting for {what}")
+    return False
+
+
+# -- one server ----------------------------------------------------------------------------------
+
+
+@attrs.define
+class PhaseResult:
+    sent: int = 0
+    expected: int = 0
+    deliveries: int = 0
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    latencies: list[float] = attrs.Factory(list)
+
+    @property
+    def cpu_us_per_delivery(self) -> float:
+        return self.cpu_s / self.deliveries * 1e6 if self.deliveries else math.nan
+
+    @property
+    def rate(self) -> float:
+        return self.deliveries / self.seconds if self.seconds else math.nan
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return math.nan
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
+
+
+@attrs.define
+class ServerResult:
+    name: str
+    clients: int = 0
+    rss_before: int = 0
+    rss_joined: int = 0
+    rss_after: int = 0
+    connect_s: float = 0.0
+    steady: PhaseResult = attrs.Factory(PhaseResult)
+    burst: PhaseResult = attrs.Factory(PhaseResult)
+    timeline: list[tuple[float, int]] = attrs.Factory(list)
+
+    @property
+    def rss_per_client(self) -> float:
+        return (self.rss_joined - self.rss_before) / self.clients if self.clients else math.nan
+
+
+def room_plan(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Per member worker, its `ROOM:COUNT,…` spec; and the active rooms."""
+    active = [f"r{i}" for i in range(args.rooms)]
+    counts: dict[str, int] = dict.fromkeys(active, args.members)
+    idle = args.clients - args.rooms * args.members
+    if idle < 0:
+        raise SystemExit("--clients must be at least --rooms × --members")
+    for i in range(math.ceil(idle / args.members)):
+        counts[f"idle{i}"] = min(args.members, idle - i * args.members)
+    specs = []
+    for w in range(MEMBER_WORKERS):
+        share = {room: n // MEMBER_WORKERS + (1 if w < n % MEMBER_WORKERS else 0)
+                 for room, n in counts.items()}
+        specs.append(",".join(f"{room}:{n}" for room, n in share.items() if n))
+    return specs, active
+
+
+async def run_server(kind: ServerKind, args: argparse.Namespace, tmp: Path) -> ServerResult:
+    result = ServerResult(kind.name, clients=args.clients)
+    client_cpu = None if args.no_pin else CLIENT_CPU
+    clients_cmd = [PY, str(HERE / "gateway_clients.py")]
+    server = await Child.start(kind.command, kind.name, None if args.no_pin else SERVER_CPU)
+    try:
+        with trio.fail_after(30):
+            port = int(await server.line())
+        pid = server.pid
+
+        # 1. warm-up
+        warm = await Child.start([*clients_cmd, "members", str(port), f"warm:{WARMUP_CLIENTS}"],
+                                 "warm-up", client_cpu)
+        with trio.fail_after(30):
+            await warm.wait_for("ready")
+        await warm.send("quit")
+        with trio.fail_after(10):
+            await warm.process.wait()
+        await trio.sleep(1.0)
+        result.rss_before = rss_bytes(pid)
+
+        # 2. idle joined connections
+        specs, active = room_plan(args)
+        workers = [
+            await Child.start([*clients_cmd, "members", str(port), spec], f"members {i}",
+                              client_cpu)
+            for i, spec in enumerate(specs)
+        ]
+        members = Members(workers)
+        senders = await Child.start([*clients_cmd, "senders", str(port), ",".join(active)],
+                                    "senders", client_cpu)
+        async with trio.open_nursery() as nursery:
+            for i in range(len(workers)):
+                nursery.start_soon(members.follow, i)
+            start = time.monotonic()
+            with tqdm(total=args.clients, desc=f"{kind.name}: connect+join", unit="conn",
+                      leave=False) as bar:
+                if not await wait_until(lambda: all(members.ready), 120, "joins", bar,
+                                        lambda: sum(members.joined)):
+                    raise RuntimeError(f"only {sum(members.joined)} clients joined")
+            result.connect_s = time.monotonic() - start
+            await trio.sleep(1.5)  # let the last handshakes' garbage be collected
+            result.rss_joined = rss_bytes(pid)
+            with trio.fail_after(30):
+                await senders.wait_for("ready")
+
+            # 3. steady
+            result.steady = await run_phase(
+                "steady", f"steady {args.rate} {args.seconds}", pid, members, senders, args,
+                total_sent=int(args.seconds * args.rate) * args.rooms)
+            # 4. burst
+            result.burst = await run_phase(
+                "burst", f"burst {args.burst} {args.window}", pid, members, senders, args,
+                total_sent=args.burst * args.rooms)
+            result.rss_after = rss_bytes(pid)
+
+            # latencies back from the workers
+            paths = [tmp / f"{kind.name}-{i}.json" for i in range(len(workers))]
+            for worker, path in zip(workers, paths, strict=True):
+                await worker.send(f"report {path}")
+            with trio.fail_after(30):
+                for _ in workers:
+                    await members.reported.acquire()
+            for path in paths:
+                data = json.loads(path.read_text())
+                result.steady.latencies += data.get("steady", [])
+                result.burst.latencies += data.get("burst", [])
+            result.timeline = list(members.timeline)
+            for child in [*workers, senders]:
+                await child.send("quit")
+            nursery.cancel_scope.cancel()
+        for child in [*workers, senders]:
+            await child.stop()
+    finally:
+        await server.stop(grace_s=15.0 if args.profile else 0.0)
+    return result
+
+
+async def run_phase(name: str, command: str, pid: int, members: Members, senders: Child,
+                    args: argparse.Namespace, total_sent: int) -> PhaseResult:
+    phase = PhaseResult(sent=total_sent, expected=total_sent * args.members)
+    await members.broadcast(f"phase {name}")
+    await trio.sleep(0.3)  # the workers switch phase before the first message
+    base = members.total
+    cpu0 = cpu_seconds(pid)
+    t0 = time.monotonic()
+    await senders.send(command)
+    limit = (args.seconds + 60) if name == "steady" else 120
+    finished = trio.Event()
+
+    async def wait_finished() -> None:
+        await senders.wait_for("finished")
+        finished.set()
+
+    delivered = lambda: members.total - base  # noqa: E731
+    with tqdm(total=phase.expected, desc=f"  {name}", unit="dlv", leave=False) as bar:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_finished)
+            if not await wait_until(finished.is_set, limit, f"{name} acks", bar, delivered):
+                raise RuntimeError(f"{name}: the senders did not finish")
+        # Every ack is in; the broadcasts may still be on their way to some members.
+        await wait_until(lambda: delivered() >= phase.expected, 20,
+                         f"{name} deliveries", bar, delivered)
+        await trio.sleep(0.3)  # the workers' next progress line carries the last delivery
+    phase.cpu_s = cpu_seconds(pid) - cpu0
+    phase.deliveries = delivered()
+    phase.seconds = max(members.last_delivery - t0, 1e-9)
+    return phase
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+ROWS: list[tuple[str, str, Callable[[ServerResult], float], str]] = [
+    ("CPU per delivery, steady", "µs", lambda r: r.steady.cpu_us_per_delivery, ".1f"),
+    ("CPU per delivery, burst", "µs", lambda r: r.burst.cpu_us_per_delivery, ".1f"),
+    ("RSS per idle joined connection", "KiB", lambda r: r.rss_per_client / 1024, ".1f"),
+    ("delivery p50, steady", "ms", lambda r: r.steady.percentile(50), ".2f"),
+    ("delivery p99, steady", "ms", lambda r: r.steady.percentile(99), ".2f"),
+    ("delivery max, steady", "ms", lambda r: r.steady.percentile(100), ".1f"),
+    ("deliveries/s, burst", "/s", lambda r: r.burst.rate, ",.0f"),
+    ("delivery p99, burst", "ms", lambda r: r.burst.percentile(99), ".1f"),
+    ("deliveries received/expected", "%",
+     lambda r: 100 * (r.steady.deliveries + r.burst.deliveries)
+     / max(1, r.steady.expected + r.burst.expected), ".1f"),
+    ("connect + join (all clients)", "s", lambda r: r.connect_s, ".1f"),
+    ("RSS after joins", "MiB", lambda r: r.rss_joined / 2**20, ".1f"),
+    ("RSS after traffic", "MiB", lambda r: r.rss_after / 2**20, ".1f"),
+]
+
+
+def best_of(runs: list[ServerResult]) -> ServerResult:
+    """The run with the lowest steady CPU per delivery (the least disturbed by neighbours)."""
+    return min(runs, key=lambda r: r.steady.cpu_us_per_delivery)
+
+
+def table(results: list[ServerResult]) -> str:
+    daemon, peers = results[0], results[1:]
+    header = f"{'':<34}{'unit':>5}{daemon.name:>16}"
+    for peer in peers:
+        header += f"{peer.name:>17}{'ratio':>7}"
+    lines = [header]
+    for label, unit, get, fmt in ROWS:
+        ours = get(daemon)
+        line = f"{label:<34}{unit:>5}{format(ours, fmt):>16}"
+        for peer in peers:
+            theirs = get(peer)
+            ratio = theirs / ours if ours and not math.isnan(ours) else math.nan
+            line += f"{format(theirs, fmt):>17}{ratio:>7.1f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def plot(results: list[ServerResult], path: Path, args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (cdf, rate) = plt.subplots(1, 2, figsize=(13, 5))
+    for r in results:
+        ordered = sorted(r.steady.latencies)
+        if ordered:
+            n = len(ordered)
+            cdf.plot([v * 1000 for v in ordered], [i / n for i in range(n)],
+                     label=f"{r.name} (p99 {r.steady.percentile(99):.1f} ms)")
+        times = [t for t, _ in r.timeline]
+        if len(times) > 1:
+            t0 = times[0]
+            xs, ys = [], []
+            for (ta, na), (tb, nb) in zip(r.timeline, r.timeline[1:], strict=False):
+                if tb > ta:
+                    xs.append(tb - t0)
+                    ys.append((nb - na) / (tb - ta))
+            rate.plot(xs, ys, label=r.name)
+    cdf.set_xscale("log")
+    cdf.axvline(15, color="grey", linestyle=":", label="goal p99 15 ms")
+    cdf.axhline(0.99, color="grey", linestyle="--", linewidth=0.5)
+    cdf.set_xlabel("delivery latency (ms, log)")
+    cdf.set_ylabel("fraction of deliveries")
+    cdf.set_title(f"steady: {args.rooms} rooms × {args.members} members, "
+                  f"{args.rate:g} msg/s per room")
+    cdf.legend()
+    rate.set_xlabel("time since the clients were ready (s)")
+    rate.set_ylabel("deliveries/s (0.2 s windows)")
+    rate.set_title(f"steady {args.seconds:g} s, then a burst of {args.burst} msg per room")
+    rate.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def print_profile(path: Path) -> None:
+    stats = pstats.Stats(str(path))
+    print(f"\ndaemon profile ({path}), top functions by own time:")
+    stats.sort_stats("tottime").print_stats(25)
+    print("by cumulative time:")
+    stats.sort_stats("cumulative").print_stats(30)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    profile_path = RESULTS / f"gateway-bench-{stamp}.prof" if args.profile else None
+    kinds = server_kinds(args.peers.split(",") if args.peers else [], profile_path)
+    runs: dict[str, list[ServerResult]] = {k.name: [] for k in kinds}
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
+        for attempt in range(args.repeat):
+            # Round-robin: a burst of load from a neighbour hurts one run of each
+            # server rather than every run of one server.
+            for kind in kinds:
+                result = await run_server(kind, args, Path(tmp))
+                runs[kind.name].append(result)
+                tqdm.write(
+                    f"run {attempt + 1}/{args.repeat} {kind.name}: "
+                    f"{result.steady.cpu_us_per_delivery:.1f} µs CPU/delivery, "
+                    f"{result.rss_per_client / 1024:.1f} KiB/conn, "
+                    f"p99 {result.steady.percentile(99):.1f} ms, "
+                    f"burst {result.burst.rate:,.0f} deliveries/s")
+    results = [best_of(runs[k.name]) for k in kinds]
+    print(f"\n{args.clients} clients, {args.rooms} active rooms × {args.members} members, "
+          f"{args.rate:g} msg/s per room for {args.seconds:g} s, then a burst of "
+          f"{args.burst} msg per room ({args.window} in flight); "
+          f"load average {os.getloadavg()[0]:.1f}; ratio = peer / daemon")
+    print(table(results))
+    png = RESULTS / f"gateway-bench-{stamp}.png"
+    plot(results, png, args)
+    summary = {r.name: {label: get(r) for label, _, get, _ in ROWS} for r in results}
+    (RESULTS / f"gateway-bench-{stamp}.json").write_text(
+        json.dumps({"args": vars(args), "results": summary}, indent=1))
+    print(f"\nwrote {png} and its .json")
+    if profile_path is not None:
+        print_profile(profile_path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=2000)
+    parser.add_argument("--rooms", type=int, default=4)
+    parser.add_argument("--members", type=int, default=250)
+    parser.add_argument("--rate", type=float, default=5.0, help="messages/s per room (steady)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="steady phase length")
+    parser.add_argument("--burst", type=int, default=60, help="messages per room (burst)")
+    parser.add_argument("--window", type=int, default=4, help="unacked says per room (burst)")
+    parser.add_argument("--peers", default="python-socketio,node")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server/clients")
+    parser.add_argument("--profile", action="store_true", help="cProfile the daemon")
+    trio.run(main_async, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
