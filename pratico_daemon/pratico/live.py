@@ -396,6 +396,7 @@ class PraticoNamespace(Namespace):
             token = self.tokens.mint(state.room_id, pid)
         participant = state.participants.get(pid)
         events: list[RoomEvent] = []
+        returning_now = False
         room.join(client)  # room_full refuses before anything changes
         if participant is None:
             if not display_name:
@@ -404,14 +405,22 @@ class PraticoNamespace(Namespace):
             participant = Participant(pid, display_name, role,
                                       user_id=client.identity.user_id, joined_at=now)
             state.participants[pid] = participant
+        else:
+            returning_now = True
         was_connected = participant.connected
         participant.sids.add(client.sid)
         client.data["pratico"] = _Joined(state.room_id, pid)
         if not was_connected:
-            room.broadcast("participant_joined", participant.public(), exclude=[client.sid])
+            if returning_now:  # PROTOCOL §3: a participant coming back is presence
+                room.broadcast("participant_presence", {"participant_id": pid,
+                                                        "connected": True},
+                               exclude=[client.sid])
+            else:
+                room.broadcast("participant_joined", participant.public(),
+                               exclude=[client.sid])
             events.append(self.event(state, "participant_joined", {
                 "participant_id": pid, "display_name": participant.display_name,
-                "role": role, "reason": "join"}))
+                "role": role, "reason": "rejoin" if returning_now else "join"}))
         state.touch()
         self._watch_empty(room)
         self.mark_dirty(room)
@@ -592,9 +601,11 @@ class PraticoNamespace(Namespace):
         room, _ = self.joined(client)
         await room.call(lambda r: self._trainer(r, client))
         user = client.identity.user_id
-        # The client's own connection closes with everyone's: the ack is queued
-        # before that, and the cleanup runs in the namespace's nursery.
-        await self.end_room(room.room_id, user, "trainer")
+        await self.end_room(room.room_id, user, "trainer", keep=client.sid)
+        # Everyone else is already on the way out; the caller's connection closes
+        # from a task that runs only after this handler has returned and its ack
+        # has been queued (no checkpoint lies between the two).
+        self.spawn(_close_later, client)
         return {"room_id": room.room_id, "ended": True}
 
     # -- quiz -------------------------------------------------------------------------------
@@ -755,7 +766,8 @@ class PraticoNamespace(Namespace):
 
     # -- the end ------------------------------------------------------------------------------
 
-    async def end_room(self, room_id: str, user_id: str | None, reason: str) -> bool:
+    async def end_room(self, room_id: str, user_id: str | None, reason: str,
+                       keep: str | None = None) -> bool:
         """End a live room: `session_ended`, connections closed, then the cleanup.
 
         Returns False when the room was not live (already ended). The caller
@@ -766,7 +778,7 @@ class PraticoNamespace(Namespace):
         if room is None or room.kind != KIND:
             return False
         try:
-            event = await room.call(lambda r: self._cmd_end(r, user_id, reason))
+            event = await room.call(lambda r: self._cmd_end(r, user_id, reason, keep))
         except AppError:
             return False
         done = trio.Event()
@@ -774,7 +786,8 @@ class PraticoNamespace(Namespace):
         await done.wait()
         return True
 
-    def _cmd_end(self, room: Room, user_id: str | None, reason: str) -> RoomEvent:
+    def _cmd_end(self, room: Room, user_id: str | None, reason: str,
+                 keep: str | None = None) -> RoomEvent:
         state: PraticoState = room.state
         room.broadcast("session_ended", {"room_id": state.room_id, "reason": reason})
         for member in list(room.members.values()):
@@ -782,7 +795,7 @@ class PraticoNamespace(Namespace):
             if isinstance(data, dict):
                 data.pop("pratico", None)
             disconnect = getattr(member, "disconnect_soon", None)
-            if disconnect is not None:
+            if disconnect is not None and member.member_id != keep:
                 disconnect("session ended")
         present = [p.participant_id for p in state.participants.values() if p.connected]
         for participant in state.participants.values():
@@ -926,6 +939,10 @@ class PraticoNamespace(Namespace):
 
         await self.record(await room.call(command))
         return name
+
+
+async def _close_later(client: Client) -> None:
+    client.disconnect_soon("session ended")
 
 
 def _questions(raw: list[Any]) -> list[Question]:

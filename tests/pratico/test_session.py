@@ -148,6 +148,7 @@ async def _whole_session(rig: Rig) -> None:
     # End: everyone hears it, connections close, the room and its rows go.
     ended = await rig.call(trainer, "end_session")
     assert ended == {"room_id": room_id, "ended": True}
+    await trio.sleep(0.01)  # the trainer's own connection closes after its ack
     for client in [trainer, *guests]:
         assert client.named("session_ended") == [{"room_id": room_id, "reason": "trainer"}]
         assert client.closed == "session ended"
