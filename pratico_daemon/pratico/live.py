@@ -44,6 +44,7 @@ from pratico_daemon.pratico.state import (
     GUEST,
     NAVIGATION_MODES,
     TRAINER,
+    Answer,
     Participant,
     PraticoState,
     Question,
@@ -904,9 +905,52 @@ class PraticoNamespace(Namespace):
                 return None
             state.capsule_snapshot = record.capsule_snapshot
             state.name = record.name
-        log.info("room %s (%s) restored at version %d", state.room_id, state.name,
-                 state.version)
+        replayed = await self._replay_answers(state)
+        log.info("room %s (%s) restored at version %d (%d answers replayed from events)",
+                 state.room_id, state.name, state.version, replayed)
         return await self.open_room(state)
+
+    async def _replay_answers(self, state: PraticoState) -> int:
+        """Put back acknowledged answers that came after the last checkpoint.
+
+        An answer is acked once it is in `room_events`, while the checkpoint
+        may lag by up to `checkpoint_interval_s`: the events are the truth
+        for the open quiz's answers.
+        """
+        quiz = state.quiz
+        if quiz is None or not quiz.open:
+            return 0
+        replayed = 0
+        after = None
+        while True:
+            page = await self.services.stores.events.read(state.room_id, after=after, limit=1000)
+            for event in page:
+                data = event.data
+                if event.type != "quiz_answered" or data.get("quiz_id") != quiz.quiz_id:
+                    continue
+                pid, qid = str(data.get("participant_id")), str(data.get("question_id"))
+                if qid in quiz.answers.get(pid, {}):
+                    continue
+                try:
+                    question = quiz.question(qid)
+                except AppError:
+                    continue
+                choice = data.get("choice")
+                if not isinstance(choice, int) or not 0 <= choice < len(question.choices):
+                    continue
+                if pid not in state.participants and pid not in state.revoked:
+                    state.participants[pid] = Participant(
+                        pid, str(data.get("display_name", "")), GUEST,
+                        joined_at=event.created_at.timestamp())
+                quiz.answers.setdefault(pid, {})[qid] = Answer(
+                    choice, choice == question.correct, event.created_at.timestamp())
+                replayed += 1
+            if len(page) < 1000:
+                break
+            after = page[-1].id
+        if replayed:
+            state.touch()
+        return replayed
 
     async def rename(self, room_id: str, new_title: str) -> str:
         """Slugify `new_title`, take it in the directory (409 if taken), update the room."""

@@ -104,3 +104,42 @@ async def test_checkpoint_of_an_ended_room_is_dropped(tmp_path: Path) -> None:
         assert await rig.ns.end_room(state.room_id, "trainer1", "trainer")
         assert await rig.ns.restore(checkpoint) is None
         assert rig.services.rooms.get(state.room_id) is None
+
+
+async def test_answers_acked_after_the_last_checkpoint_come_back_from_events(
+        tmp_path: Path) -> None:
+    # Checkpoints at most once an hour, except when flushed: the answers below
+    # are acknowledged (durable in room_events) but in no checkpoint.
+    async with open_rig(tmp_path, redis={"checkpoint_interval_s": 3600}) as rig:
+        state = await rig.launch()
+        trainer = rig.client("trainer1")
+        await rig.call(trainer, "join", {"room": state.name})
+        guest = rig.client()
+        joined = await rig.call(guest, "join", {"room": state.name, "display_name": "G"})
+        await rig.call(trainer, "launch_quiz", {**QUIZ, "time_limit_s": 600})
+        await rig.checkpointer.flush()
+        await rig.call(guest, "answer_quiz", {"quiz_id": "qz", "question_id": "q1",
+                                              "choice": 0})
+        late = rig.client()
+        late_reply = await rig.call(late, "join", {"room": state.name, "display_name": "Late"})
+        await rig.call(late, "answer_quiz", {"quiz_id": "qz", "question_id": "q2",
+                                             "choice": 1})
+        stored = await rig.services.stores.checkpoints.get(state.room_id)
+        assert stored is not None
+        assert stored.state["quiz"]["answers"] == {}
+    async with open_rig(tmp_path) as rig:
+        (checkpoint,) = await rig.services.stores.checkpoints.list("pratico")
+        await restore(rig.services, checkpoint)
+        restored = rig.services.rooms.get(state.room_id).state
+        answers = restored.quiz.answers
+        assert answers[joined["participant_id"]]["q1"].choice == 0
+        assert answers[late_reply["participant_id"]]["q2"].correct is True
+        again = rig.client()
+        await rig.call(again, "join", {"room": state.name,
+                                       "guest_token": late_reply["guest_token"]})
+        error = await rig.error(again, "answer_quiz", {"quiz_id": "qz", "question_id": "q2",
+                                                       "choice": 0})
+        assert error.code == "conflict"
+        view = await rig.call(rig.client("trainer1"), "join", {"room": state.name})
+        assert view["state"]["quiz"]["open"] is True
+        assert view["state"]["quiz"]["questions"][1]["correct"] == 1  # the trainer sees it
