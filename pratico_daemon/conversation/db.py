@@ -191,7 +191,7 @@ class SqliteDatabase:
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"sqlite: {exc}") from exc
         try:
-            result = _drive(unit(_SqliteTx(conn)))  # type: ignore[arg-type]
+            result: T = _drive(unit(_SqliteTx(conn)))  # type: ignore[arg-type]
         except BaseException as exc:
             conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.IntegrityError):
