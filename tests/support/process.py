@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,10 @@ class DaemonProcess:
             self.notices.append(dict(line.partition("=")[::2] for line in lines))
             self._touch()
 
+    async def _watch_exit(self) -> None:
+        await self.process.wait()
+        self._touch()
+
     async def _pump_stderr(self) -> None:
         assert self.process.stderr is not None
         buffer = b""
@@ -109,10 +113,12 @@ class DaemonProcess:
 
 @asynccontextmanager
 async def daemon_process(
-    config_file: Path, *, env: Mapping[str, str] | None = None, wait_ready: bool = True
+    config_file: Path, *, env: Mapping[str, str] | None = None, wait_ready: bool = True,
+    command: Sequence[str] = (sys.executable, "-m", "pratico_daemon"),
 ) -> AsyncIterator[DaemonProcess]:
     """Start `pratico-daemon serve` and yield once it sent READY=1 (port known).
 
+    `command` runs the daemon (default: this interpreter's `-m pratico_daemon`).
     On exit a process that is still running is killed, so a failing test never
     leaves a daemon behind.
     """
@@ -123,15 +129,16 @@ async def daemon_process(
                  if not k.startswith(("PRATICO_", "NOTIFY_SOCKET", "WATCHDOG_"))}
     child_env.update({"NOTIFY_SOCKET": "@" + name, "PYTHONUNBUFFERED": "1"})
     child_env.update(env or {})
-    command = [sys.executable, "-m", "pratico_daemon", "serve", "--config", str(config_file)]
     with sock:
         async with trio.open_nursery() as nursery:
             process = await trio.lowlevel.open_process(
-                command, env=child_env, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+                [*command, "serve", "--config", str(config_file)], env=child_env,
+                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
             )
             running = DaemonProcess(process, sock)
             nursery.start_soon(running._pump_notices)
             nursery.start_soon(running._pump_stderr)
+            nursery.start_soon(running._watch_exit)
             try:
                 if wait_ready:
                     await running.wait_until(
