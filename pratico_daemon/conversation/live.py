@@ -89,7 +89,9 @@ def apply_join(hub: Hub, user_id: str, view: ParticipantView,
         fresh = user_id not in live.participants
         live.participants[user_id] = view
         _attach_user(hub, room, user_id)
-        if fresh:
+        # A recorder (issue 8) is in the room for signalling but is not announced
+        # as a participant; how clients learn of it is issue 8's to define.
+        if fresh and not view.recorder:
             room.broadcast("participant-joined", {"user": view.wire()},
                            exclude=_sids(hub, room, user_id))
         if transition is not None and _advance(live, transition.target):
@@ -103,10 +105,12 @@ def apply_leave(hub: Hub, user_id: str,
                 transition: Transition | None) -> Callable[[Room], None]:
     def command(room: Room) -> None:
         live = _live(room)
-        if live.participants.pop(user_id, None) is not None:
+        left = live.participants.pop(user_id, None)
+        if left is not None:
             for sid in _sids(hub, room, user_id):
                 room.leave(sid)
-            room.broadcast("participant-left", {"userId": user_id})
+            if not left.recorder:
+                room.broadcast("participant-left", {"userId": user_id})
         if hub.live_by_user.get(user_id) == room.room_id:
             del hub.live_by_user[user_id]
         if transition is not None and transition.target is SessionStatus.ENDED:

@@ -467,6 +467,27 @@ class ConversationRepo:
 
         return await self.db.transaction(unit)
 
+    async def join_recorder(self, session_id: str, recorder_id: str,
+                            now: dt.datetime) -> Change:
+        """A recorder enters a live session (issue 8): outside occupancy, cap and minimum."""
+
+        async def unit(tx: Tx) -> Change:
+            session = await _session(tx, "s.id = $1", session_id, lock=True)
+            if session is None:
+                raise AppError("not_found", "no such session")
+            if session.status is SessionStatus.ENDED:
+                raise AppError("session_ended", "the session has ended")
+            view = ParticipantView(recorder_id, False, False, False, True)
+            await tx.execute(
+                "INSERT INTO participants (id, session_id, user_id, status, camera_enabled, "
+                "mic_enabled, is_recorder, joined_at) VALUES ($1, $2, $3, 'joined', false, "
+                "false, true, $4) ON CONFLICT (session_id, user_id) DO UPDATE SET "
+                "status = 'joined', left_at = NULL", new_id(), session_id, recorder_id, now)
+            return Change(attrs.evolve(session, participants=(*session.participants, view)),
+                          recorder_id, None, view)
+
+        return await self.db.transaction(unit)
+
     async def leave(self, session_id: str, user_id: str, now: dt.datetime) -> Change | None:
         async def unit(tx: Tx) -> Change | None:
             return await _leave(tx, session_id, user_id, now)

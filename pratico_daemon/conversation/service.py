@@ -215,6 +215,16 @@ class ConversationService:
                             {p.user_id: p for p in change.session.participants}).wire()
         return {**state, "iceServers": list(self.conf.ice_servers)}
 
+    async def add_recorder(self, session_id: str, recorder_id: str) -> None:
+        """Put a recorder participant in a live session (the place issue 8 builds on).
+
+        It is a participant for signalling (offers reach it, it may send them)
+        but counts toward neither occupancy, the cap, nor `minParticipants`.
+        """
+        change = await self._repo().join_recorder(check_uuid(session_id, "session"),
+                                                  recorder_id, self.clock.now())
+        await self._mirror(change)
+
     async def leave(self, user_id: str, session_id: str) -> dict[str, Any]:
         repo = self._repo()
         session_id = check_uuid(session_id, "session")

@@ -210,3 +210,33 @@ async def test_malformed_user_events_are_skipped_not_fatal(
     assert listing["items"][0]["registeredCount"] == 1  # jean's gone, marie stays
     assert await b.bus.read_group("user.events", "conversation", "test-node") == []
     await make_slot(b, start=30)  # the service is still up and answering
+
+
+async def test_a_recorder_counts_toward_neither_occupancy_nor_the_cap(
+    b: Bed, autojump_clock: Any
+) -> None:
+    slot = await make_slot(b, minParticipants=2, maxParticipants=2)
+    await register(b, slot, "marie", "jean")
+    marie = await b.connect("marie")
+    recorder = await b.connect("recorder-1")
+    await sleep_until(20.5, b.service.clock)
+    session = (await join(b, slot, "marie"))["sessionId"]
+    await b.service.add_recorder(session, "recorder-1")
+    _, view = await b.rest("GET", f"/sessions/{session}", "admin")
+    assert view["status"] == "waiting"  # the recorder does not make the minimum
+    assert [p["userId"] for p in view["participants"]] == ["marie"]
+    joined = await join(b, slot, "jean")  # nor take the last place
+    assert joined["status"] == "active"
+    assert [p["userId"] for p in joined["participants"]] == ["marie", "jean"]
+    assert [e["user"]["userId"] for e in marie.of("participant-joined")] == ["jean"]
+    # It takes part in signalling.
+    await b.signal(marie, "offer", {"toUserId": "recorder-1", "sdp": "v=0"})
+    assert recorder.of("offer") == [{"toUserId": "recorder-1", "sdp": "v=0",
+                                     "fromUserId": "marie"}]
+    # Everyone but the recorder leaving ends the session.
+    await b.rest("POST", f"/sessions/{session}/leave", "marie")
+    await b.rest("POST", f"/sessions/{session}/leave", "jean")
+    await sleep_until(21, b.service.clock)
+    _, view = await b.rest("GET", f"/sessions/{session}", "admin")
+    assert (view["status"], view["endReason"]) == ("ended", "all_left")
+    assert recorder.of("session-ended") == [{"sessionId": session, "reason": "all_left"}]
