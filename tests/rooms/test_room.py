@@ -5,6 +5,7 @@ import trio
 
 from pratico_daemon.errors import AppError
 from pratico_daemon.metrics import Metrics
+from pratico_daemon.rooms import broadcast as broadcast_module
 from pratico_daemon.rooms.broadcast import Broadcast, Framing, register_encoder
 from pratico_daemon.rooms.registry import RoomRegistry
 from pratico_daemon.rooms.room import Room, RoomState
@@ -34,9 +35,14 @@ class FakeMember:
 
 @pytest.fixture(autouse=True)
 def _encoders():
+    """Counting encoders for these tests only; the real ones are put back after."""
+    saved = dict(broadcast_module._ENCODERS)
     for framing in Framing:
         register_encoder(framing, _counting_encoder(framing))
     ENCODED.clear()
+    yield
+    broadcast_module._ENCODERS.clear()
+    broadcast_module._ENCODERS.update(saved)
 
 
 @pytest.fixture
