@@ -40,12 +40,10 @@ minutes with the defaults.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import os
 import pstats
-import signal
 import subprocess
 import sys
 import tempfile
@@ -63,11 +61,6 @@ PY = sys.executable
 MEMBER_WORKERS = 2
 WARMUP_CLIENTS = 20
 SERVER_CPU, CLIENT_CPU = "0", "1"
-
-
-def _die_with_parent() -> None:
-    """Children get SIGKILL if the bench dies: no server outlives an interrupted run."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @attrs.frozen
@@ -119,7 +112,12 @@ def rss_bytes(pid: int) -> int:
 
 
 class Child:
-    """A child process spoken to in lines: commands on stdin, progress on stdout."""
+    """A child process spoken to in lines: commands on stdin, progress on stdout.
+
+    Every child exits when its stdin closes, so an interrupted bench leaves no
+    server or client behind. (PR_SET_PDEATHSIG would not do: trio starts
+    processes from a worker thread, and the signal fires when that thread ends.)
+    """
 
     def __init__(self, process: trio.Process, name: str) -> None:
         self.process = process
@@ -132,7 +130,6 @@ class Child:
             command = ["taskset", "-c", cpu, *command]
         process = await trio.lowlevel.open_process(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=HERE.parent,
-            preexec_fn=_die_with_parent,
         )
         return cls(process, name)
 
@@ -162,8 +159,10 @@ class Child:
                 return words
 
     async def stop(self, grace_s: float = 0.0) -> None:
+        """Close its stdin (every child exits on that) and wait `grace_s`, then kill."""
         if grace_s and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
+            assert self.process.stdin is not None
+            await self.process.stdin.aclose()
             with trio.move_on_after(grace_s):
                 await self.process.wait()
         if self.process.returncode is None:
@@ -340,7 +339,8 @@ async def run_server(kind: ServerKind, args: argparse.Namespace, tmp: Path) -> S
             result.rss_after = rss_bytes(pid)
 
             # latencies back from the workers
-            paths = [tmp / f"{kind.name}-{i}.json" for i in range(len(workers))]
+            slug = "".join(c if c.isalnum() else "-" for c in kind.name)
+            paths = [tmp / f"{slug}-{i}.json" for i in range(len(workers))]
             for worker, path in zip(workers, paths, strict=True):
                 await worker.send(f"report {path}")
             with trio.fail_after(30):

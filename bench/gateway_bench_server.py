@@ -3,8 +3,9 @@
     python bench/gateway_bench_server.py [--profile FILE]
 
 Runs one `Daemon` in embedded mode (state in a temporary directory, realtime
-port 0), prints the bound port on stdout, and serves until SIGTERM (a drain,
-then exit) or until its parent dies (PR_SET_PDEATHSIG, set by the parent).
+port 0), prints the bound port on stdout, and serves until its stdin closes
+or SIGTERM (either way a drain, then exit): a bench that dies closes the pipe,
+so no server outlives it.
 With --profile, the whole process runs under cProfile and the stats are
 written to FILE when it exits: that is how the bench answers "where does the
 time go" without py-spy.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -104,6 +106,15 @@ async def serve(state_dir: str) -> None:
         bound = await nursery.start(lambda task_status: daemon.run(
             handle_signals=True, task_status=task_status))
         print(bound.realtime.rsplit(":", 1)[1], flush=True)
+        await _wait_stdin_closed()
+        daemon.request_shutdown()
+
+
+async def _wait_stdin_closed() -> None:
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    async with stdin:
+        while await stdin.receive_some(4096):
+            pass
 
 
 def main() -> None:

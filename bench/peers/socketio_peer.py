@@ -5,7 +5,8 @@
 python-socketio at its fastest as it is usually deployed: an `AsyncServer`
 (ASGI app) served by uvicorn on uvloop, one process, WebSocket transport
 only, Socket.IO at `/sockets/` like the daemon. It binds a free port on
-127.0.0.1, prints it on stdout and serves until killed.
+127.0.0.1, prints it on stdout and serves until its stdin closes (the bench
+that started it is gone) or it is killed.
 
 Same events and the same answers as bench/gateway_bench_server.py:
 `join {room}` enters the room and acks `{"members": n}`; `say {room, …}`
@@ -16,6 +17,8 @@ daemon.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 from typing import Any
 
@@ -55,7 +58,16 @@ def main() -> None:
     config = uvicorn.Config(create_app(), loop="none", lifespan="off",
                             log_level="warning", access_log=False, backlog=4096)
     server = uvicorn.Server(config)
-    uvloop.run(server.serve(sockets=[sock]))
+
+    async def serve() -> None:
+        def stdin_readable() -> None:
+            if not os.read(0, 4096):
+                server.should_exit = True
+
+        asyncio.get_running_loop().add_reader(0, stdin_readable)
+        await server.serve(sockets=[sock])
+
+    uvloop.run(serve())
 
 
 if __name__ == "__main__":
