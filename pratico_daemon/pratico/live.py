@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,12 +40,12 @@ import trio
 from pratico_daemon import logs
 from pratico_daemon.errors import AppError
 from pratico_daemon.pratico import slug as slugs
+from pratico_daemon.pratico.replay import apply_events
 from pratico_daemon.pratico.state import (
     CHECKPOINT_KIND,
     GUEST,
     NAVIGATION_MODES,
     TRAINER,
-    Answer,
     Participant,
     PraticoState,
     Question,
@@ -146,8 +147,10 @@ class PraticoNamespace(Namespace):
     def event(self, state: PraticoState, type_: str, data: Mapping[str, Any],
               user_id: str | None = None) -> RoomEvent:
         """A `room_events` row. Seed 000: a room's events carry its launcher's user id."""
-        return RoomEvent(room_id=state.room_id, type=type_, data=dict(data),
-                         user_id=user_id or state.created_by, created_at=self.stamp())
+        event = RoomEvent(room_id=state.room_id, type=type_, data=dict(data),
+                          user_id=user_id or state.created_by, created_at=self.stamp())
+        state.last_event = str(event.id)  # what a checkpoint of this state includes
+        return event
 
     def is_trainer(self, client: Client, state: PraticoState) -> bool:
         identity = client.identity
@@ -615,8 +618,8 @@ class PraticoNamespace(Namespace):
         quiz_id, raw_questions, time_limit = fields(
             payload, quiz_id=ID,
             questions=Field((list,), min_len=1, max_len=MAX_QUESTIONS),
-            time_limit_s=optional(Field((int, float), min_value=1, max_value=MAX_TIME_LIMIT_S),
-                                  None))
+            time_limit_s=optional(Field((int, float), min_value=1, max_value=MAX_TIME_LIMIT_S,
+                                        nullable=True), None))
         questions = _questions(raw_questions)
 
         def command(r: Room, state: PraticoState) -> tuple[dict[str, Any], list[RoomEvent]]:
@@ -809,10 +812,11 @@ class PraticoNamespace(Namespace):
             "reason": reason, "ended_by": user_id, "present": present,
             "scores": dict(state.scores)}, user_id=state.created_by)
 
-    async def _cleanup(self, room_id: str, ended: RoomEvent, done: trio.Event) -> None:
+    async def _cleanup(self, room_id: str, ended: RoomEvent | None, done: trio.Event) -> None:
         """Record the end, then delete checkpoint, `rooms` row and chat (retrying)."""
         try:
-            await self.record([ended])
+            if ended is not None:
+                await self.record([ended])
             checkpointer = _checkpointer(self.services)
             if checkpointer is not None:
                 checkpointer.forget(room_id)
@@ -905,52 +909,40 @@ class PraticoNamespace(Namespace):
                 return None
             state.capsule_snapshot = record.capsule_snapshot
             state.name = record.name
-        replayed = await self._replay_answers(state)
-        log.info("room %s (%s) restored at version %d (%d answers replayed from events)",
+        replayed, ended = await self._catch_up(state)
+        if ended:
+            log.info("room %s ended after its last checkpoint: finishing its cleanup",
+                     state.room_id)
+            done = trio.Event()
+            self.spawn(self._cleanup, state.room_id, None, done)
+            await done.wait()
+            return None
+        if repos is not None:
+            try:
+                recent = await repos.chat.recent(uuid.UUID(state.room_id),
+                                                 limit=self.config.rooms.chat_history)
+            except StorageError as exc:
+                log.warning("room %s: chat history not reloaded: %s", state.room_id, exc)
+            else:
+                state.chat = deque((_chat_json(m) for m in recent),
+                                   maxlen=self.config.rooms.chat_history)
+        log.info("room %s (%s) restored at version %d (+%d events replayed)",
                  state.room_id, state.name, state.version, replayed)
         return await self.open_room(state)
 
-    async def _replay_answers(self, state: PraticoState) -> int:
-        """Put back acknowledged answers that came after the last checkpoint.
-
-        An answer is acked once it is in `room_events`, while the checkpoint
-        may lag by up to `checkpoint_interval_s`: the events are the truth
-        for the open quiz's answers.
-        """
-        quiz = state.quiz
-        if quiz is None or not quiz.open:
-            return 0
-        replayed = 0
-        after = None
-        while True:
-            page = await self.services.stores.events.read(state.room_id, after=after, limit=1000)
-            for event in page:
-                data = event.data
-                if event.type != "quiz_answered" or data.get("quiz_id") != quiz.quiz_id:
-                    continue
-                pid, qid = str(data.get("participant_id")), str(data.get("question_id"))
-                if qid in quiz.answers.get(pid, {}):
-                    continue
-                try:
-                    question = quiz.question(qid)
-                except AppError:
-                    continue
-                choice = data.get("choice")
-                if not isinstance(choice, int) or not 0 <= choice < len(question.choices):
-                    continue
-                if pid not in state.participants and pid not in state.revoked:
-                    state.participants[pid] = Participant(
-                        pid, str(data.get("display_name", "")), GUEST,
-                        joined_at=event.created_at.timestamp())
-                quiz.answers.setdefault(pid, {})[qid] = Answer(
-                    choice, choice == question.correct, event.created_at.timestamp())
-                replayed += 1
+    async def _catch_up(self, state: PraticoState) -> tuple[int, bool]:
+        """Replay the durable events newer than the checkpoint (see `replay.py`)."""
+        after = uuid.UUID(state.last_event) if state.last_event else None
+        replayed, ended = 0, False
+        while not ended:
+            page = await self.services.stores.events.read(state.room_id, after=after,
+                                                          limit=1000)
+            n, ended = apply_events(state, page)
+            replayed += n
             if len(page) < 1000:
                 break
             after = page[-1].id
-        if replayed:
-            state.touch()
-        return replayed
+        return replayed, ended
 
     async def rename(self, room_id: str, new_title: str) -> str:
         """Slugify `new_title`, take it in the directory (409 if taken), update the room."""
@@ -1012,6 +1004,12 @@ def _questions(raw: list[Any]) -> list[Question]:
         seen.add(qid)
         questions.append(Question(qid, text, list(choices), correct))
     return questions
+
+
+def _chat_json(message: Any) -> dict[str, Any]:
+    return {"id": str(message.id), "participant_id": message.participant_id,
+            "display_name": message.display_name, "text": message.text,
+            "ts": message.ts.astimezone(dt.UTC).isoformat(timespec="milliseconds")}
 
 
 def _repos(services: Any) -> Any:

@@ -168,6 +168,7 @@ class PraticoState:
     scores: dict[str, int] = attrs.field(factory=dict)
     chat: deque[dict[str, Any]] = attrs.field(factory=lambda: deque(maxlen=50))
     version: int = 0
+    last_event: str | None = None  # id of the newest room event this state includes
     # Runtime only (not checkpointed): the capsule document, reloaded from `rooms`.
     capsule_snapshot: Any = attrs.field(default=None, eq=False, repr=False)
 
@@ -279,7 +280,7 @@ class PraticoState:
             "revoked": sorted(self.revoked), "used_quiz_ids": sorted(self.used_quiz_ids),
             "quiz": self.quiz.snapshot() if self.quiz is not None else None,
             "scores": self.scores, "chat": list(self.chat), "chat_max": self.chat.maxlen,
-            "version": self.version,
+            "version": self.version, "last_event": self.last_event,
         }
 
     @classmethod
@@ -297,6 +298,6 @@ class PraticoState:
             quiz=Quiz.from_snapshot(data["quiz"]) if data.get("quiz") else None,
             scores=dict(data.get("scores", {})),
             chat=deque(data.get("chat", []), maxlen=data.get("chat_max") or 50),
-            version=data.get("version", 0),
+            version=data.get("version", 0), last_event=data.get("last_event"),
         )
         return state

@@ -143,3 +143,53 @@ async def test_answers_acked_after_the_last_checkpoint_come_back_from_events(
         view = await rig.call(rig.client("trainer1"), "join", {"room": state.name})
         assert view["state"]["quiz"]["open"] is True
         assert view["state"]["quiz"]["questions"][1]["correct"] == 1  # the trainer sees it
+
+
+async def test_everything_after_a_stale_checkpoint_is_replayed(tmp_path: Path) -> None:
+    """Only the creation was checkpointed: joins, page, params, kick, quiz come from events."""
+    async with open_rig(tmp_path, redis={"checkpoint_interval_s": 3600}) as rig:
+        state = await rig.launch()
+        await rig.checkpointer.flush()
+        trainer = rig.client("trainer1")
+        await rig.call(trainer, "join", {"room": state.name})
+        guests = [rig.client() for _ in range(3)]
+        replies = [await rig.call(g, "join", {"room": state.name, "display_name": f"G{i}"})
+                   for i, g in enumerate(guests)]
+        await rig.call(trainer, "set_page", {"page": "p-9"})
+        await rig.call(trainer, "set_params", {"navigation_mode": "free",
+                                               "collaboration": {"pen": "red"}})
+        await rig.call(trainer, "kick", {"participant_id": replies[2]["participant_id"]})
+        await rig.call(trainer, "launch_quiz", {**QUIZ, "quiz_id": "old", "time_limit_s": None})
+        await rig.call(guests[0], "answer_quiz", {"quiz_id": "old", "question_id": "q1",
+                                                  "choice": 0})
+        await rig.call(trainer, "close_quiz", {"quiz_id": "old"})
+        await rig.call(trainer, "launch_quiz", {**QUIZ, "time_limit_s": 600})
+        await rig.call(guests[1], "answer_quiz", {"quiz_id": "qz", "question_id": "q2",
+                                                  "choice": 1})
+        await rig.call(guests[1], "chat_send", {"text": "still here"})
+        live = state.view(None, "")
+        stored = await rig.services.stores.checkpoints.get(state.room_id)
+        assert stored is not None
+        assert stored.state["participants"] == []
+    async with open_rig(tmp_path) as rig:
+        (checkpoint,) = await rig.services.stores.checkpoints.list("pratico")
+        await restore(rig.services, checkpoint)
+        restored = rig.services.rooms.get(state.room_id).state
+        view = restored.view(None, "")
+        for key in ("page", "navigation_mode", "collaboration", "scores", "chat"):
+            assert view[key] == live[key], key
+        # Everyone is back, nobody is connected yet.
+        assert view["participants"] == [{**p, "connected": False} for p in live["participants"]]
+        assert view["quiz"]["deadline"] == live["quiz"]["deadline"]
+        assert restored.quiz.answers[replies[1]["participant_id"]]["q2"].correct is True
+        assert restored.scores == {replies[0]["participant_id"]: 1}
+        kicked = rig.client()
+        error = await rig.error(kicked, "join", {"room": state.name,
+                                                 "guest_token": replies[2]["guest_token"]})
+        assert error.message == "guest_token: revoked"
+        trainer = rig.client("trainer1")
+        await rig.call(trainer, "join", {"room": state.name})
+        assert (await rig.error(trainer, "close_quiz", {"quiz_id": "old"})).code == "quiz_closed"
+        await rig.call(trainer, "close_quiz", {"quiz_id": "qz"})
+        assert (await rig.error(trainer, "launch_quiz", {**QUIZ, "quiz_id": "old"})).code == \
+            "conflict"
