@@ -25,11 +25,12 @@ from pratico_daemon.pratico.state import PraticoState, iso
 from pratico_daemon.storage.protocols import RoomEvent, StorageError
 
 _ID = {"type": "string", "maxLength": 200}
+_LINK_PROPERTIES: dict[str, Any] = {"id": {"type": "string"}, "name": {"type": "string"},
+                                    "link": {"type": "string"}}
 ROOM_LINK = {"type": "object", "required": ["id", "name", "link"],
-             "properties": {"id": {"type": "string"}, "name": {"type": "string"},
-                            "link": {"type": "string"}}}
+             "properties": _LINK_PROPERTIES}
 ROOM_INFO = {"type": "object", "required": ["id", "name", "link", "capsule_id", "created_by"],
-             "properties": {**ROOM_LINK["properties"], "title": {"type": "string"},
+             "properties": {**_LINK_PROPERTIES, "title": {"type": "string"},
                             "capsule_id": {"type": "string"}, "created_by": {"type": "string"},
                             "org_id": {"type": "string"}, "created_at": {"type": "string"},
                             "params": {"type": "object"},
