@@ -10,7 +10,7 @@ from pratico_daemon.daemon import Daemon
 from tests.conftest import RunningDaemon, make_config
 from tests.session.harness import EchoNamespace
 from tests.support import http
-from tests.transport.helpers import ws_client
+from tests.support.ws import ws_client
 
 
 @pytest.fixture

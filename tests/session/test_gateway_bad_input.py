@@ -13,8 +13,8 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from tests.session.harness import start_gateway
+from tests.support.ws import ws_client as open_websocket
 from tests.transport.helpers import tiny_receive_buffer, wait_until
-from tests.transport.helpers import ws_client as open_websocket
 
 
 @pytest.fixture

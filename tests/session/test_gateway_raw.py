@@ -10,7 +10,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from tests.session.harness import start_gateway
-from tests.transport.helpers import ws_client as open_websocket_url
+from tests.support.ws import ws_client as open_websocket_url
 
 
 @pytest.fixture

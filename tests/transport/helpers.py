@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 import h11
 import trio
 from quart import request as quart_request
 from quart_trio import QuartTrio
-from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from pratico_daemon.config import LimitsSection, from_mapping
 from pratico_daemon.metrics import Metrics
 from pratico_daemon.transport import ConnectionClosed, FrontListener, Handlers, Request, WebSocket
+from tests.support.ws import ws_client  # noqa: F401  (re-exported for the transport tests)
 
 
 def limits(**overrides: Any) -> LimitsSection:
@@ -160,29 +158,3 @@ def handshake_bytes(path: str, port: int) -> bytes:
 
 def tiny_receive_buffer(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-
-
-@asynccontextmanager
-async def ws_client(url: str, **options: Any) -> AsyncIterator[WebSocketConnection]:
-    """trio-websocket's client on a TCP stream we own and close.
-
-    trio-websocket 0.12.2's client never closes its TCP stream when the server
-    starts the closing handshake (its `aclose` returns early once a close reason
-    is set), which `filterwarnings = error` turns into a ResourceWarning.
-    """
-    parts = urlsplit(url)
-    resource = parts.path + (f"?{parts.query}" if parts.query else "")
-    try:
-        async with trio.open_nursery() as nursery:
-            stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 80)
-            async with stream:
-                ws = await wrap_client_stream(nursery, stream, parts.netloc, resource, **options)
-                try:
-                    yield ws
-                finally:
-                    await ws.aclose()
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:  # unwrap, like open_websocket_url does
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
