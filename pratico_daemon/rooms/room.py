@@ -52,8 +52,11 @@ DEFAULT_INBOX_SIZE = 256
 class Member(Protocol):
     """A connection's seat in a room. `deliver` must never block."""
 
-    member_id: str
-    framing: Framing
+    @property
+    def member_id(self) -> str: ...
+
+    @property
+    def framing(self) -> Framing: ...
 
     def deliver(self, broadcast: Broadcast) -> None: ...
 

@@ -27,7 +27,8 @@ from pratico_daemon.session.namespace import Identity
 class Conduit(Protocol):
     """The connection under a client (an Engine.IO session or a JSON WebSocket)."""
 
-    framing: Framing
+    @property
+    def framing(self) -> Framing: ...
 
     def send_broadcast(self, broadcast: Broadcast) -> bool: ...
 

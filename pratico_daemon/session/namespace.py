@@ -55,14 +55,22 @@ class Client(Protocol):
     """
 
     sid: str
-    member_id: str
     namespace: str
-    framing: Framing
     identity: Identity
     query: Mapping[str, str]
     remote: str
     data: dict[str, Any]
     """Handler-owned per-connection state (e.g. the lesson joined, the participant id)."""
+
+    @property
+    def member_id(self) -> str:
+        """The room-member id: the sid."""
+        ...
+
+    @property
+    def framing(self) -> Framing:
+        """The framing of the connection (it changes when polling upgrades)."""
+        ...
 
     def deliver(self, broadcast: Broadcast) -> None:
         """Queue a pre-encoded broadcast; never blocks (slow consumers are cut off)."""

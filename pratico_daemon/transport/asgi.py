@@ -17,7 +17,8 @@ import trio
 
 from pratico_daemon.transport.http import Request, Response
 
-AsgiApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+# (scope, receive, send): loose on purpose, so that typed apps (QuartTrio) fit.
+AsgiApp = Callable[..., Awaitable[None]]
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 # quart-trio's shutdown hooks are quick; past this the listener stops waiting.
 LIFESPAN_SHUTDOWN_S = 2.0
