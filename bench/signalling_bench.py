@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import os
 import socket
 import statistics
@@ -42,7 +43,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_daemon(state: Path, port: int) -> subprocess.Popen[bytes]:
+def start_daemon(state: Path, port: int, gc_threshold: int = 0) -> subprocess.Popen[bytes]:
     config = state / "bench.toml"
     config.write_text(f"""
 [realtime]
@@ -59,8 +60,12 @@ rate_per_s = 1000.0
 rate_burst = 2000
 """)
     log = open(state / "daemon.log", "wb")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen([sys.executable, "-m", "pratico_daemon", "serve", "--config",
-                             str(config)], stdout=log, stderr=log)
+    # With --daemon-gc-threshold N the daemon runs its young-generation
+    # collection every N allocations instead of 700 (an experiment for operators).
+    boot = ("import gc, sys; from pratico_daemon.cli import main; "
+            f"gc.set_threshold({gc_threshold}, 50, 100) if {gc_threshold} else None; "
+            f"sys.exit(main(['serve', '--config', {str(config)!r}]))")
+    return subprocess.Popen([sys.executable, "-c", boot], stdout=log, stderr=log)
 
 
 def wait_ready(base: str, timeout_s: float = 30) -> None:
@@ -158,23 +163,24 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run(sessions: int, size: int, candidates: int, rates: list[float]) -> None:
+async def run(sessions: int, size: int, candidates: int, rates: list[float],
+              no_gc: bool, gc_threshold: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         state = Path(folder)
         port = free_port()
-        daemon = start_daemon(state, port)
+        daemon = start_daemon(state, port, gc_threshold)
         try:
             base = f"http://127.0.0.1:{port}"
             await trio.to_thread.run_sync(wait_ready, base)
             await bench(base, f"ws://127.0.0.1:{port}", sessions, size, candidates, rates,
-                        daemon.pid)
+                        daemon.pid, no_gc)
         finally:
             daemon.terminate()
             daemon.wait(10)
 
 
 async def bench(base: str, ws_base: str, sessions: int, size: int, candidates: int,
-                rates: list[float], pid: int) -> None:
+                rates: list[float], pid: int, no_gc: bool) -> None:
     rest = Rest(base)
     lead = sessions * size * 0.004 + 3.0  # time to register everyone before the starts
     start = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lead)
@@ -209,6 +215,9 @@ async def bench(base: str, ws_base: str, sessions: int, size: int, candidates: i
                 everyone.append(participant)
                 nursery.start_soon(participant.read)
         await trio.sleep(1.0)  # every connection attached to its session
+        if no_gc:
+            gc.collect()
+            gc.freeze()  # the clients' long-lived objects leave the collector's scans
         for rate in rates:
             for participant in everyone:
                 participant.latencies = []
@@ -264,9 +273,14 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=2)
     parser.add_argument("--rates", default="200,500,1000,0",
                         help="offered messages/s per round, comma-separated (0 = burst)")
+    parser.add_argument("--freeze-gc", action="store_true",
+                        help="gc.freeze() the clients' objects before measuring")
+    parser.add_argument("--daemon-gc-threshold", type=int, default=0,
+                        help="gc.set_threshold(N, 50, 100) in the daemon (0: Python's default)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
-    trio.run(run, args.sessions, args.size, args.candidates, rates)
+    trio.run(run, args.sessions, args.size, args.candidates, rates, args.freeze_gc,
+             args.daemon_gc_threshold)
 
 
 if __name__ == "__main__":
