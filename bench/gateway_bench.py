@@ -88,16 +88,31 @@ def server_kinds(peers: list[str], profile_path: Path | None) -> list[ServerKind
 # -- /proc ------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of `pid` so far (schedstat: nanoseconds on CPU)."""
-    total = 0
+def schedstat(pid: int) -> tuple[float, float]:
+    """(CPU time, run-queue wait) of every thread of `pid` so far, in seconds.
+
+    /proc/PID/task/*/schedstat: nanoseconds on a CPU, nanoseconds runnable but
+    waiting for one. The wait says how much the neighbours on a shared machine
+    delayed a process — what a latency percentile cannot tell apart.
+    """
+    cpu = wait = 0
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[0])
+                fields = f.read().split()
         except FileNotFoundError:  # a thread that just ended
-            pass
-    return total / 1e9
+            continue
+        cpu += int(fields[0])
+        wait += int(fields[1])
+    return cpu / 1e9, wait / 1e9
+
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of `pid` (/proc/PID/stat, clock ticks): where the CPU went."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def rss_bytes(pid: int) -> int:
@@ -125,9 +140,11 @@ class Child:
         self._buffer = b""
 
     @classmethod
-    async def start(cls, command: list[str], name: str, cpu: str | None) -> Child:
+    async def start(cls, command: list[str], name: str, cpu: str | None, nice: int = 0) -> Child:
         if cpu is not None:
             command = ["taskset", "-c", cpu, *command]
+        if nice:
+            command = ["nice", "-n", str(nice), *command]
         process = await trio.lowlevel.open_process(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=HERE.parent,
         )
@@ -179,7 +196,7 @@ class Members:
         self.counts = [0] * len(workers)
         self.ready = [False] * len(workers)
         self.reported = trio.Semaphore(0)
-        self.timeline: list[tuple[float, int]] = []
+        self.timeline: list[tuple[float, int, int]] = []  # (time, worker, its count)
         self.last_delivery = 0.0
 
     async def follow(self, index: int) -> None:
@@ -192,7 +209,7 @@ class Members:
                 self.ready[index] = True
             elif words[0] == "count":
                 self.counts[index] = int(words[1])
-                self.timeline.append((float(words[2]), self.total))
+                self.timeline.append((float(words[2]), index, self.counts[index]))
                 self.last_delivery = max(self.last_delivery, float(words[3]))
             elif words[0] == "reported":
                 self.reported.release()
@@ -226,11 +243,18 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str,
 
 @attrs.define
 class PhaseResult:
+    name: str = ""
     sent: int = 0
     expected: int = 0
+    start: float = 0.0
     deliveries: int = 0
     seconds: float = 0.0
     cpu_s: float = 0.0
+    user_s: float = 0.0
+    system_s: float = 0.0
+    gc: dict[str, list[float]] = attrs.Factory(dict)
+    server_wait_s: float = 0.0
+    clients_wait_s: float = 0.0
     latencies: list[float] = attrs.Factory(list)
 
     @property
@@ -258,7 +282,28 @@ class ServerResult:
     connect_s: float = 0.0
     steady: PhaseResult = attrs.Factory(PhaseResult)
     burst: PhaseResult = attrs.Factory(PhaseResult)
-    timeline: list[tuple[float, int]] = attrs.Factory(list)
+    timeline: list[tuple[float, int, int]] = attrs.Factory(list)
+    phase_starts: dict[str, float] = attrs.Factory(dict)
+
+    def rate_series(self, step: float = 0.25) -> tuple[list[float], list[float]]:
+        """Deliveries/s in `step` windows from the steady phase on (x: s since its start)."""
+        if not self.timeline or "steady" not in self.phase_starts:
+            return [], []
+        t0 = self.phase_starts["steady"]
+        last: dict[int, int] = {}
+        xs: list[float] = []
+        ys: list[float] = []
+        edge, previous = t0 + step, None
+        for t, worker, count in sorted(self.timeline):
+            while t >= edge:
+                total = sum(last.values())
+                if previous is not None:
+                    xs.append(edge - t0)
+                    ys.append((total - previous) / step)
+                previous, edge = total, edge + step
+            if t >= t0 - step:
+                last[worker] = count
+        return xs, ys
 
     @property
     def rss_per_client(self) -> float:
@@ -286,7 +331,8 @@ async def run_server(kind: ServerKind, args: argparse.Namespace, tmp: Path) -> S
     result = ServerResult(kind.name, clients=args.clients)
     client_cpu = None if args.no_pin else CLIENT_CPU
     clients_cmd = [PY, str(HERE / "gateway_clients.py")]
-    server = await Child.start(kind.command, kind.name, None if args.no_pin else SERVER_CPU)
+    server = await Child.start(kind.command, kind.name, None if args.no_pin else SERVER_CPU,
+                               args.nice)
     try:
         with trio.fail_after(30):
             port = int(await server.line())
@@ -294,7 +340,7 @@ async def run_server(kind: ServerKind, args: argparse.Namespace, tmp: Path) -> S
 
         # 1. warm-up
         warm = await Child.start([*clients_cmd, "members", str(port), f"warm:{WARMUP_CLIENTS}"],
-                                 "warm-up", client_cpu)
+                                 "warm-up", client_cpu, args.nice)
         with trio.fail_after(30):
             await warm.wait_for("ready")
         await warm.send("quit")
@@ -307,12 +353,12 @@ async def run_server(kind: ServerKind, args: argparse.Namespace, tmp: Path) -> S
         specs, active = room_plan(args)
         workers = [
             await Child.start([*clients_cmd, "members", str(port), spec], f"members {i}",
-                              client_cpu)
+                              client_cpu, args.nice)
             for i, spec in enumerate(specs)
         ]
         members = Members(workers)
         senders = await Child.start([*clients_cmd, "senders", str(port), ",".join(active)],
-                                    "senders", client_cpu)
+                                    "senders", client_cpu, args.nice)
         async with trio.open_nursery() as nursery:
             for i in range(len(workers)):
                 nursery.start_soon(members.follow, i)
@@ -328,15 +374,19 @@ async def run_server(kind: ServerKind, args: argparse.Namespace, tmp: Path) -> S
             with trio.fail_after(30):
                 await senders.wait_for("ready")
 
+            if args.profile and kind.name.startswith("pratico"):
+                await server.send("profile on")
             # 3. steady
             result.steady = await run_phase(
-                "steady", f"steady {args.rate} {args.seconds}", pid, members, senders, args,
+                "steady", f"steady {args.rate} {args.seconds}", server, members, senders, args,
                 total_sent=int(args.seconds * args.rate) * args.rooms)
             # 4. burst
             result.burst = await run_phase(
-                "burst", f"burst {args.burst} {args.window}", pid, members, senders, args,
+                "burst", f"burst {args.burst} {args.window}", server, members, senders, args,
                 total_sent=args.burst * args.rooms)
             result.rss_after = rss_bytes(pid)
+            if args.profile and kind.name.startswith("pratico"):
+                await server.send("profile off")
 
             # latencies back from the workers
             slug = "".join(c if c.isalnum() else "-" for c in kind.name)
@@ -351,6 +401,7 @@ async def run_server(kind: ServerKind, args: argparse.Namespace, tmp: Path) -> S
                 result.steady.latencies += data.get("steady", [])
                 result.burst.latencies += data.get("burst", [])
             result.timeline = list(members.timeline)
+            result.phase_starts = {"steady": result.steady.start, "burst": result.burst.start}
             for child in [*workers, senders]:
                 await child.send("quit")
             nursery.cancel_scope.cancel()
@@ -361,14 +412,28 @@ async def run_server(kind: ServerKind, args: argparse.Namespace, tmp: Path) -> S
     return result
 
 
-async def run_phase(name: str, command: str, pid: int, members: Members, senders: Child,
+async def gc_pauses(server: Child) -> dict[str, list[float]]:
+    """The daemon's GC pauses since the last call; {} for peers (they do not answer `gc`)."""
+    if not server.name.startswith("pratico"):
+        return {}
+    await server.send("gc")
+    with trio.fail_after(10):
+        return json.loads(await server.line())  # type: ignore[no-any-return]
+
+
+async def run_phase(name: str, command: str, server: Child, members: Members, senders: Child,
                     args: argparse.Namespace, total_sent: int) -> PhaseResult:
-    phase = PhaseResult(sent=total_sent, expected=total_sent * args.members)
+    pid = server.pid
+    phase = PhaseResult(sent=total_sent, expected=total_sent * args.members, name=name)
     await members.broadcast(f"phase {name}")
     await trio.sleep(0.3)  # the workers switch phase before the first message
     base = members.total
-    cpu0 = cpu_seconds(pid)
-    t0 = time.monotonic()
+    client_pids = [w.pid for w in members.workers] + [senders.pid]
+    await gc_pauses(server)  # starts counting afresh
+    cpu0, wait0 = schedstat(pid)
+    user0, system0 = user_system_seconds(pid)
+    clients_wait0 = sum(schedstat(p)[1] for p in client_pids)
+    t0 = phase.start = time.monotonic()
     await senders.send(command)
     limit = (args.seconds + 60) if name == "steady" else 120
     finished = trio.Event()
@@ -387,7 +452,13 @@ async def run_phase(name: str, command: str, pid: int, members: Members, senders
         await wait_until(lambda: delivered() >= phase.expected, 20,
                          f"{name} deliveries", bar, delivered)
         await trio.sleep(0.3)  # the workers' next progress line carries the last delivery
-    phase.cpu_s = cpu_seconds(pid) - cpu0
+    cpu1, wait1 = schedstat(pid)
+    user1, system1 = user_system_seconds(pid)
+    phase.user_s, phase.system_s = user1 - user0, system1 - system0
+    phase.gc = await gc_pauses(server)
+    phase.cpu_s = cpu1 - cpu0
+    phase.server_wait_s = wait1 - wait0
+    phase.clients_wait_s = sum(schedstat(p)[1] for p in client_pids) - clients_wait0
     phase.deliveries = delivered()
     phase.seconds = max(members.last_delivery - t0, 1e-9)
     return phase
@@ -396,21 +467,40 @@ async def run_phase(name: str, command: str, pid: int, members: Members, senders
 # -- report -------------------------------------------------------------------------------------
 
 
-ROWS: list[tuple[str, str, Callable[[ServerResult], float], str]] = [
-    ("CPU per delivery, steady", "µs", lambda r: r.steady.cpu_us_per_delivery, ".1f"),
-    ("CPU per delivery, burst", "µs", lambda r: r.burst.cpu_us_per_delivery, ".1f"),
-    ("RSS per idle joined connection", "KiB", lambda r: r.rss_per_client / 1024, ".1f"),
-    ("delivery p50, steady", "ms", lambda r: r.steady.percentile(50), ".2f"),
-    ("delivery p99, steady", "ms", lambda r: r.steady.percentile(99), ".2f"),
-    ("delivery max, steady", "ms", lambda r: r.steady.percentile(100), ".1f"),
-    ("deliveries/s, burst", "/s", lambda r: r.burst.rate, ",.0f"),
-    ("delivery p99, burst", "ms", lambda r: r.burst.percentile(99), ".1f"),
-    ("deliveries received/expected", "%",
-     lambda r: 100 * (r.steady.deliveries + r.burst.deliveries)
-     / max(1, r.steady.expected + r.burst.expected), ".1f"),
-    ("connect + join (all clients)", "s", lambda r: r.connect_s, ".1f"),
-    ("RSS after joins", "MiB", lambda r: r.rss_joined / 2**20, ".1f"),
-    ("RSS after traffic", "MiB", lambda r: r.rss_after / 2**20, ".1f"),
+@attrs.frozen
+class Row:
+    label: str
+    unit: str
+    get: Callable[[ServerResult], float]
+    fmt: str
+    higher_is_better: bool = False
+    compare: bool = True
+
+
+ROWS = [
+    Row("CPU per delivery, steady", "µs", lambda r: r.steady.cpu_us_per_delivery, ".1f"),
+    Row("CPU per delivery, burst", "µs", lambda r: r.burst.cpu_us_per_delivery, ".1f"),
+    Row("RSS per idle joined connection", "KiB", lambda r: r.rss_per_client / 1024, ".1f"),
+    Row("delivery p50, steady", "ms", lambda r: r.steady.percentile(50), ".2f"),
+    Row("delivery p99, steady", "ms", lambda r: r.steady.percentile(99), ".2f"),
+    Row("delivery max, steady", "ms", lambda r: r.steady.percentile(100), ".1f"),
+    Row("deliveries/s, burst", "/s", lambda r: r.burst.rate, ",.0f", higher_is_better=True),
+    Row("delivery p99, burst", "ms", lambda r: r.burst.percentile(99), ".1f"),
+    Row("server CPU busy, steady", "%", lambda r: 100 * r.steady.cpu_s / r.steady.seconds,
+        ".0f", compare=False),
+    Row("  of which in the kernel (system)", "%",
+        lambda r: 100 * r.steady.system_s / max(1e-9, r.steady.user_s + r.steady.system_s),
+        ".0f", compare=False),
+    Row("server run-queue wait, steady", "ms/s",
+        lambda r: 1000 * r.steady.server_wait_s / r.steady.seconds, ".0f", compare=False),
+    Row("clients run-queue wait, steady", "ms/s",
+        lambda r: 1000 * r.steady.clients_wait_s / r.steady.seconds, ".0f", compare=False),
+    Row("deliveries received/expected", "%",
+        lambda r: 100 * (r.steady.deliveries + r.burst.deliveries)
+        / max(1, r.steady.expected + r.burst.expected), ".1f", compare=False),
+    Row("connect + join (all clients)", "s", lambda r: r.connect_s, ".1f"),
+    Row("RSS after joins", "MiB", lambda r: r.rss_joined / 2**20, ".1f"),
+    Row("RSS after traffic", "MiB", lambda r: r.rss_after / 2**20, ".1f"),
 ]
 
 
@@ -419,19 +509,27 @@ def best_of(runs: list[ServerResult]) -> ServerResult:
     return min(runs, key=lambda r: r.steady.cpu_us_per_delivery)
 
 
+def gain(row: Row, ours: float, theirs: float) -> float:
+    """How many times better the daemon is than the peer on this row (> 1: better)."""
+    if not row.compare or not ours or not theirs or math.isnan(ours) or math.isnan(theirs):
+        return math.nan
+    return ours / theirs if row.higher_is_better else theirs / ours
+
+
 def table(results: list[ServerResult]) -> str:
     daemon, peers = results[0], results[1:]
-    header = f"{'':<34}{'unit':>5}{daemon.name:>16}"
+    header = f"{'':<32}{'unit':>5}{daemon.name:>16}"
     for peer in peers:
-        header += f"{peer.name:>17}{'ratio':>7}"
+        header += f"{peer.name:>17}{'gain':>6}"
     lines = [header]
-    for label, unit, get, fmt in ROWS:
-        ours = get(daemon)
-        line = f"{label:<34}{unit:>5}{format(ours, fmt):>16}"
+    for row in ROWS:
+        ours = row.get(daemon)
+        line = f"{row.label:<32}{row.unit:>5}{format(ours, row.fmt):>16}"
         for peer in peers:
-            theirs = get(peer)
-            ratio = theirs / ours if ours and not math.isnan(ours) else math.nan
-            line += f"{format(theirs, fmt):>17}{ratio:>7.1f}"
+            theirs = row.get(peer)
+            ratio = gain(row, ours, theirs)
+            shown = "" if math.isnan(ratio) else f"{ratio:.1f}"
+            line += f"{format(theirs, row.fmt):>17}{shown:>6}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -449,15 +547,11 @@ def plot(results: list[ServerResult], path: Path, args: argparse.Namespace) -> N
             n = len(ordered)
             cdf.plot([v * 1000 for v in ordered], [i / n for i in range(n)],
                      label=f"{r.name} (p99 {r.steady.percentile(99):.1f} ms)")
-        times = [t for t, _ in r.timeline]
-        if len(times) > 1:
-            t0 = times[0]
-            xs, ys = [], []
-            for (ta, na), (tb, nb) in zip(r.timeline, r.timeline[1:], strict=False):
-                if tb > ta:
-                    xs.append(tb - t0)
-                    ys.append((nb - na) / (tb - ta))
-            rate.plot(xs, ys, label=r.name)
+        xs, ys = r.rate_series()
+        line = rate.plot(xs, ys, label=r.name)[0]
+        if "burst" in r.phase_starts:
+            rate.axvline(r.phase_starts["burst"] - r.phase_starts["steady"],
+                         color=line.get_color(), linestyle=":", linewidth=0.8)
     cdf.set_xscale("log")
     cdf.axvline(15, color="grey", linestyle=":", label="goal p99 15 ms")
     cdf.axhline(0.99, color="grey", linestyle="--", linewidth=0.5)
@@ -466,8 +560,8 @@ def plot(results: list[ServerResult], path: Path, args: argparse.Namespace) -> N
     cdf.set_title(f"steady: {args.rooms} rooms × {args.members} members, "
                   f"{args.rate:g} msg/s per room")
     cdf.legend()
-    rate.set_xlabel("time since the clients were ready (s)")
-    rate.set_ylabel("deliveries/s (0.2 s windows)")
+    rate.set_xlabel("time since the steady phase began (s); dotted: the burst begins")
+    rate.set_ylabel("deliveries/s (0.25 s windows)")
     rate.set_title(f"steady {args.seconds:g} s, then a burst of {args.burst} msg per room")
     rate.legend()
     fig.tight_layout()
@@ -475,8 +569,9 @@ def plot(results: list[ServerResult], path: Path, args: argparse.Namespace) -> N
 
 
 def print_profile(path: Path) -> None:
+    """Where the daemon's time went during the traffic phases (cProfile: wall time)."""
     stats = pstats.Stats(str(path))
-    print(f"\ndaemon profile ({path}), top functions by own time:")
+    print(f"\ndaemon profile of the traffic phases ({path}), top functions by own time:")
     stats.sort_stats("tottime").print_stats(25)
     print("by cumulative time:")
     stats.sort_stats("cumulative").print_stats(30)
@@ -505,13 +600,22 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"\n{args.clients} clients, {args.rooms} active rooms × {args.members} members, "
           f"{args.rate:g} msg/s per room for {args.seconds:g} s, then a burst of "
           f"{args.burst} msg per room ({args.window} in flight); "
-          f"load average {os.getloadavg()[0]:.1f}; ratio = peer / daemon")
+          f"load average {os.getloadavg()[0]:.1f}; gain = how many times better the "
+          "daemon is (peer/daemon for costs, daemon/peer for rates)")
     print(table(results))
     png = RESULTS / f"gateway-bench-{stamp}.png"
     plot(results, png, args)
-    summary = {r.name: {label: get(r) for label, _, get, _ in ROWS} for r in results}
+    summary = {r.name: {**{row.label: row.get(r) for row in ROWS},
+                        "gc_steady": r.steady.gc, "gc_burst": r.burst.gc} for r in results}
     (RESULTS / f"gateway-bench-{stamp}.json").write_text(
         json.dumps({"args": vars(args), "results": summary}, indent=1))
+    daemon = results[0]
+    for phase in (daemon.steady, daemon.burst):
+        if phase.gc:
+            print(f"daemon GC during {phase.name}: collections per generation "
+                  f"{[int(c) for c in phase.gc['count']]}, pauses "
+                  f"{[round(t * 1000, 1) for t in phase.gc['total_s']]} ms in all, longest "
+                  f"{[round(t * 1000, 1) for t in phase.gc['max_s']]} ms")
     print(f"\nwrote {png} and its .json")
     if profile_path is not None:
         print_profile(profile_path)
@@ -529,6 +633,8 @@ def main() -> None:
     parser.add_argument("--peers", default="python-socketio,node")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--no-pin", action="store_true", help="do not pin server/clients")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run servers and clients at this niceness (negative needs root)")
     parser.add_argument("--profile", action="store_true", help="cProfile the daemon")
     trio.run(main_async, parser.parse_args())
 

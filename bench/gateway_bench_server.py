@@ -5,10 +5,11 @@
 Runs one `Daemon` in embedded mode (state in a temporary directory, realtime
 port 0), prints the bound port on stdout, and serves until its stdin closes
 or SIGTERM (either way a drain, then exit): a bench that dies closes the pipe,
-so no server outlives it.
-With --profile, the whole process runs under cProfile and the stats are
-written to FILE when it exits: that is how the bench answers "where does the
-time go" without py-spy.
+so no server outlives it. A `gc` line on stdin is answered with the garbage
+collector's pauses since the previous `gc` line (one JSON line).
+With --profile, cProfile runs between the bench's `profile on` and `profile
+off` (the traffic phases) and the stats are written to FILE when the process
+exits: that is how the bench answers "where does the time go" without py-spy.
 
 The "/bench" namespace is the smallest product that exercises the paths the
 goals are about — a namespace connect, a room join through the room's inbox,
@@ -29,9 +30,12 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
+import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,23 +102,72 @@ def bench_config(state_dir: str) -> Any:
     }, environ={})
 
 
-async def serve(state_dir: str) -> None:
+class GcPauses:
+    """Counts the cyclic garbage collector's pauses, per generation (via `gc.callbacks`).
+
+    A full collection walks every live object, and each connection owns a few
+    hundred of them: the pauses are the first suspect for a latency tail.
+    """
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.total_s = [0.0, 0.0, 0.0]
+        self.max_s = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        gen = info["generation"]
+        pause = time.perf_counter() - self._started
+        self.count[gen] += 1
+        self.total_s[gen] += pause
+        self.max_s[gen] = max(self.max_s[gen], pause)
+
+    def take(self) -> dict[str, list[float]]:
+        """The pauses since the previous `take`, and start counting afresh."""
+        taken = {"count": list(self.count), "total_s": list(self.total_s),
+                 "max_s": list(self.max_s)}
+        self.count, self.total_s, self.max_s = [0, 0, 0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+        return taken
+
+
+async def serve(state_dir: str, profiler: cProfile.Profile | None = None) -> None:
     config = bench_config(state_dir)
     logs.setup(config.log.level, config.log.format, config.log.file)
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     daemon = Daemon(config, products=[BenchNamespace])
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(lambda task_status: daemon.run(
             handle_signals=True, task_status=task_status))
         print(bound.realtime.rsplit(":", 1)[1], flush=True)
-        await _wait_stdin_closed()
+        await _answer_stdin(pauses, profiler)
         daemon.request_shutdown()
 
 
-async def _wait_stdin_closed() -> None:
+async def _answer_stdin(pauses: GcPauses, profiler: cProfile.Profile | None) -> None:
+    """Until stdin closes, answer commands of the bench.
+
+    `gc`: the GC pauses since the last `gc`, as one JSON line.
+    `profile on` / `profile off`: profile only what the bench measures (the
+    traffic phases), not the start, the connects and the idle time.
+    """
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    buffer = b""
     async with stdin:
-        while await stdin.receive_some(4096):
-            pass
+        while chunk := await stdin.receive_some(4096):
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                command = line.strip()
+                if command == b"gc":
+                    print(json.dumps(pauses.take()), flush=True)
+                elif command == b"profile on" and profiler is not None:
+                    profiler.enable()
+                elif command == b"profile off" and profiler is not None:
+                    profiler.disable()
 
 
 def main() -> None:
@@ -128,8 +181,9 @@ def main() -> None:
             return
         profiler = cProfile.Profile()
         try:
-            profiler.runcall(trio.run, serve, state_dir)
+            trio.run(serve, state_dir, profiler)
         finally:
+            profiler.disable()
             profiler.dump_stats(args.profile)
             print(f"profile written to {args.profile}", file=sys.stderr)
 
