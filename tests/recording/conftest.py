@@ -1,11 +1,13 @@
 """A real S3 server for the recording tests: moto's server mode on 127.0.0.1.
 
-One server per test (function scope): moto keeps its buckets in memory, so a
-fresh server is a fresh store, and the port is the kernel's choice (port 0).
+One server per test (function scope), on a port the kernel chooses. moto keeps
+its buckets in process-wide memory (every server in this process sees them),
+so each test gets a bucket of its own.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,18 +15,17 @@ import pytest
 
 from pratico_daemon.config import RecordingSection
 
-BUCKET = "recordings-test"
-
 
 class MotoS3:
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, bucket: str = "") -> None:
         self.server = server
+        self.bucket = bucket or f"rec-{uuid.uuid4().hex[:12]}"
         host, port = server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
 
     def section(self, **overrides: Any) -> RecordingSection:
         values: dict[str, Any] = {
-            "enabled": True, "endpoint_url": self.endpoint_url, "bucket": BUCKET,
+            "enabled": True, "endpoint_url": self.endpoint_url, "bucket": self.bucket,
             "key_prefix": "recordings/", "region": "us-east-1",
             "access_key_id": "testing", "secret_access_key": "testing"}
         values.update(overrides)
@@ -46,11 +47,11 @@ class MotoS3:
                                           s3={"addressing_style": "path"}))
 
     def keys(self) -> list[str]:
-        listing = self.client().list_objects_v2(Bucket=BUCKET)
+        listing = self.client().list_objects_v2(Bucket=self.bucket)
         return [item["Key"] for item in listing.get("Contents", [])]
 
     def get(self, key: str) -> bytes:
-        return bytes(self.client().get_object(Bucket=BUCKET, Key=key)["Body"].read())
+        return bytes(self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def moto_s3() -> Iterator[MotoS3]:
     server.start()
     try:
         s3 = MotoS3(server)
-        s3.client().create_bucket(Bucket=BUCKET)
+        s3.client().create_bucket(Bucket=s3.bucket)
         yield s3
     finally:
         server.stop()

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from pratico_daemon.recording.blobstore import BlobStoreError, S3BlobStore
-from tests.recording.conftest import BUCKET, MotoS3
+from tests.recording.conftest import MotoS3
 
 
 async def test_put_file_streams_the_file_and_returns_its_url(moto_s3: MotoS3,
@@ -22,7 +22,7 @@ async def test_put_file_streams_the_file_and_returns_its_url(moto_s3: MotoS3,
     assert key == "recordings/s1.ogg"
     assert not await store.exists(key)
     url = await store.put_file(key, path, "audio/ogg")
-    assert url == f"{moto_s3.endpoint_url}/{BUCKET}/recordings/s1.ogg"
+    assert url == f"{moto_s3.endpoint_url}/{moto_s3.bucket}/recordings/s1.ogg"
     assert await store.exists(key)
     assert moto_s3.get(key) == payload
     assert await store.get_bytes(key) == payload
@@ -72,6 +72,7 @@ async def test_an_endpoint_that_comes_back_is_reached_by_a_retry(tmp_path: Path)
         port = sock.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     s3 = None
+    bucket = "late-bucket"
     path = tmp_path / "a.ogg"
     path.write_bytes(b"late")
 
@@ -79,14 +80,15 @@ async def test_an_endpoint_that_comes_back_is_reached_by_a_retry(tmp_path: Path)
         nonlocal s3
         await trio.sleep(0.8)
         await trio.to_thread.run_sync(server.start)
-        s3 = MotoS3(server)
-        await trio.to_thread.run_sync(lambda: s3.client().create_bucket(Bucket=BUCKET))
+        s3 = MotoS3(server, bucket)
+        await trio.to_thread.run_sync(lambda: s3.client().create_bucket(Bucket=bucket))
 
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(start_late)
             probe = MotoS3.__new__(MotoS3)
             probe.endpoint_url = f"http://127.0.0.1:{port}"
+            probe.bucket = bucket
             store = S3BlobStore(probe.section(), total_timeout_s=20, first_backoff_s=0.1,
                                 max_backoff_s=0.3)
             # The first attempts meet a closed port and are retried. Between the

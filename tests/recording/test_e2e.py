@@ -1,0 +1,236 @@
+"""Recording end to end: a real daemon, real aiortc peers in a subprocess, a real moto S3.
+
+Three participants send distinct tones (440, 660 and 880 Hz) from their own
+aiortc peers; the recorder inside the daemon mixes the consenting ones, and
+at the session's end the object in S3 is decoded and its spectrum checked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import trio
+
+from pratico_daemon.config import Config
+from pratico_daemon.conversation import service_for
+from pratico_daemon.daemon import Daemon
+from pratico_daemon.recording.mixer import RATE
+from pratico_daemon.recording.service import create_namespace
+from tests.conftest import RunningDaemon, make_config
+from tests.recording.audio import decode, tone_levels
+from tests.recording.conftest import MotoS3
+from tests.support import http
+from tests.support.node import NodeClient, start_python_client
+
+pytestmark = pytest.mark.slow
+TONES = [440.0, 660.0, 880.0]
+
+
+def recording_config(state: Path, s3: MotoS3 | None, **recording: Any) -> Config:
+    section = s3.mapping(**recording) if s3 is not None else {"enabled": False}
+    return make_config(state, recording=section)
+
+
+async def start(nursery: trio.Nursery, config: Config) -> RunningDaemon:
+    daemon = Daemon(config, products=(create_namespace,))
+    addresses = await nursery.start(daemon.run)
+    return RunningDaemon(daemon, addresses)
+
+
+class Session:
+    """REST helpers for one slot that starts a second from now."""
+
+    def __init__(self, daemon: RunningDaemon) -> None:
+        self.daemon = daemon
+        self.slot_id = ""
+        self.session_id = ""
+
+    async def rest(self, method: str, path: str, user: str, body: Any = None) -> Any:
+        role = "admin" if user == "admin" else "student"
+        reply = await http.request(method, f"{self.daemon.url}{path}", json=body,
+                                   token=self.daemon.token(user, role))
+        assert reply.status in (200, 201), (path, reply.status, reply.body)
+        return reply.json()
+
+    async def open(self, users: list[str]) -> None:
+        start = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+        slot = await self.rest("POST", "/timeslots", "admin", {
+            "targetLanguageCode": "en", "level": "B1", "startTime": start.isoformat(),
+            "durationMinutes": 5, "minParticipants": 2, "maxParticipants": len(users)})
+        self.slot_id = slot["id"]
+        for user in users:
+            await self.rest("POST", f"/timeslots/{self.slot_id}/register", user)
+        await trio.sleep(max(0.0, (start - dt.datetime.now(dt.UTC)).total_seconds()) + 0.2)
+
+    async def join(self, user: str, consent: bool) -> dict[str, Any]:
+        reply = await self.rest("POST", "/sessions/join", user,
+                                {"timeSlotId": self.slot_id, "recordingConsent": consent})
+        self.session_id = reply["sessionId"]
+        return reply
+
+    async def leave(self, user: str) -> None:
+        await self.rest("POST", f"/sessions/{self.session_id}/leave", user)
+
+    async def consent(self, user: str, value: bool) -> None:
+        await self.rest("PATCH", "/sessions/current/media", user, {"recordingConsent": value})
+
+    async def view(self) -> Any:
+        return await self.rest("GET", f"/sessions/{self.session_id}", "admin")
+
+
+async def start_peers(nursery: trio.Nursery, daemon: RunningDaemon,
+                      peers: list[tuple[str, float, bool]]) -> NodeClient:
+    specs = [{"user": u, "token": daemon.token(u, "student"), "freq": f, "consent": c}
+             for u, f, c in peers]
+    return await start_python_client(nursery, "recording_peers.py", daemon.ws_url,
+                                     json.dumps(specs))
+
+
+async def until(peers: NodeClient, log: list[dict[str, Any]],
+                want: set[tuple[str, str]]) -> None:
+    """Read the peers' lines until each (user, event) in `want` was seen (30 s at most)."""
+    with trio.move_on_after(30):
+        while not want <= {(e["user"], e["event"]) for e in log}:
+            log.append(await peers.next())
+    missing = want - {(e["user"], e["event"]) for e in log}
+    assert not missing, (missing, log)
+
+
+async def stop(peers: NodeClient, log: list[dict[str, Any]]) -> None:
+    """Everyone left (a leaver gets no `session-ended`): stop the peers, keep their lines."""
+    peers.process.terminate()
+    with trio.fail_after(10):
+        try:
+            while True:
+                log.append(await peers.next())
+        except EOFError:
+            pass
+        await peers.wait()
+
+
+async def recorded_events(daemon: RunningDaemon) -> list[dict[str, Any]]:
+    service = service_for(daemon.daemon.services)
+    assert service is not None and service.bus is not None
+    entries = await service.bus.entries("conversation.events")
+    return [e for e in entries if e["type"] == "session.recorded"]
+
+
+async def wait_recorded(daemon: RunningDaemon) -> dict[str, Any]:
+    """The one `session.recorded` on the bus (the relay publishes it after the upload)."""
+    with trio.fail_after(30):
+        while not await recorded_events(daemon):  # noqa: ASYNC110 - polling the bus
+            await trio.sleep(0.1)
+    await trio.sleep(0.5)  # a duplicate, if any, would be published by now
+    events = await recorded_events(daemon)
+    assert len(events) == 1, events
+    payload: dict[str, Any] = orjson.loads(events[0]["payload"])
+    return payload
+
+
+def spectrum(audio: Any, begin: float, end: float) -> dict[float, float]:
+    return tone_levels(audio[int(begin * RATE):int(end * RATE)], TONES)
+
+
+async def test_two_of_three_consent_and_only_their_tones_are_recorded(
+        nursery: trio.Nursery, tmp_path: Path, moto_s3: MotoS3) -> None:
+    daemon = await start(nursery, recording_config(tmp_path / "state", moto_s3))
+    session = Session(daemon)
+    await session.open(["marie", "jean", "pierre"])
+    peers = await start_peers(nursery, daemon, [("marie", 440, True), ("jean", 660, True),
+                                                ("pierre", 880, False)])
+    log: list[dict[str, Any]] = []
+    await session.join("marie", True)
+    await session.join("pierre", False)
+    active_at = trio.current_time()  # min 2 reached: Active, the recorder starts
+    await session.join("jean", True)
+    await until(peers, log, {("marie", "connected"), ("jean", "connected"),
+                             ("pierre", "refused")})
+    refusal = next(e for e in log if e["user"] == "pierre" and e["event"] == "refused")
+    assert refusal["reply"]["data"]["code"] in ("forbidden", "not_found")
+    await trio.sleep(6)
+    for user in ("marie", "jean", "pierre"):
+        await session.leave(user)
+    ended_at = trio.current_time()
+    await stop(peers, log)
+    assert not any(e["event"] == "requested" for e in log if e["user"] == "pierre")
+
+    payload = await wait_recorded(daemon)
+    key = f"recordings/{session.session_id}.ogg"
+    assert moto_s3.keys() == [key]
+    assert payload["recordingUrl"] == f"{moto_s3.endpoint_url}/{moto_s3.bucket}/{key}"
+    assert payload["sessionId"] == session.session_id
+    assert sorted(payload["participants"]) == ["jean", "marie"]
+    expected = ended_at - active_at
+    assert abs(payload["durationSeconds"] - expected) <= 0.1 * expected, (payload, expected)
+    assert (await session.view())["recordingUrl"] == payload["recordingUrl"]
+
+    audio = decode(moto_s3.get(key))
+    assert abs(len(audio) / RATE - expected) <= 0.1 * expected
+    levels = spectrum(audio, 0, len(audio) / RATE)
+    assert levels[440] > 0.3 and levels[660] > 0.3, levels
+    assert levels[880] < 0.02, levels
+    # Nothing is left behind once uploaded.
+    assert list((tmp_path / "state" / "recordings").iterdir()) == []
+    daemon.daemon.request_shutdown()
+
+
+async def test_consent_withdrawn_mid_session_stops_that_tone(
+        nursery: trio.Nursery, tmp_path: Path, moto_s3: MotoS3) -> None:
+    daemon = await start(nursery, recording_config(tmp_path / "state", moto_s3))
+    session = Session(daemon)
+    await session.open(["marie", "jean"])
+    peers = await start_peers(nursery, daemon, [("marie", 440, True), ("jean", 660, True)])
+    log: list[dict[str, Any]] = []
+    await session.join("marie", True)
+    await session.join("jean", True)
+    active_at = trio.current_time()
+    await until(peers, log, {("marie", "connected"), ("jean", "connected")})
+    await trio.sleep(4)
+    await session.consent("jean", False)
+    withdrawn_at = trio.current_time() - active_at
+    await until(peers, log, {("jean", "stopped")})
+    await trio.sleep(4)
+    await session.leave("marie")
+    await session.leave("jean")
+    await stop(peers, log)
+
+    payload = await wait_recorded(daemon)
+    assert sorted(payload["participants"]) == ["jean", "marie"]  # jean, before withdrawing
+    audio = decode(moto_s3.get(f"recordings/{session.session_id}.ogg"))
+    before = spectrum(audio, withdrawn_at - 2.5, withdrawn_at - 0.5)
+    after = spectrum(audio, withdrawn_at + 0.5, len(audio) / RATE - 0.3)
+    assert before[440] > 0.3 and before[660] > 0.3, before
+    assert after[440] > 0.3 and after[660] < 0.02, after
+    daemon.daemon.request_shutdown()
+
+
+async def test_no_consent_no_recorder_no_file_no_event(
+        nursery: trio.Nursery, tmp_path: Path, moto_s3: MotoS3) -> None:
+    daemon = await start(nursery, recording_config(tmp_path / "state", moto_s3))
+    session = Session(daemon)
+    await session.open(["marie", "jean"])
+    peers = await start_peers(nursery, daemon, [("marie", 440, False), ("jean", 660, False)])
+    log: list[dict[str, Any]] = []
+    await session.join("marie", False)
+    await session.join("jean", False)
+    await until(peers, log, {("marie", "refused"), ("jean", "refused")})
+    service = service_for(daemon.daemon.services)
+    assert service is not None
+    assert service.recording.recorders == {}  # type: ignore[attr-defined]
+    await trio.sleep(2)
+    for user in ("marie", "jean"):
+        await session.leave(user)
+    await stop(peers, log)
+    assert not any(e["event"] == "requested" for e in log)
+    await trio.sleep(1)
+    assert await recorded_events(daemon) == []
+    assert moto_s3.keys() == []
+    folder = tmp_path / "state" / "recordings"
+    assert not folder.exists() or list(folder.iterdir()) == []
+    assert (await session.view())["recordingUrl"] is None
+    daemon.daemon.request_shutdown()
