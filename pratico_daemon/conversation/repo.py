@@ -133,12 +133,16 @@ async def _session(tx: Tx, where: str, *args: Any, lock: bool = False) -> Sessio
         "SELECT * FROM participants WHERE session_id = $1 AND status = 'joined' "
         "ORDER BY joined_at, id",
         row["id"])
+    return _session_info(row, [_participant(p) for p in joined])
+
+
+def _session_info(row: Row, joined: list[ParticipantView]) -> SessionInfo:
     start = as_datetime(row["start_time"])
     assert start is not None
     return SessionInfo(
         row["id"], row["timeslot_id"], SessionStatus(row["status"]), start,
         start + dt.timedelta(minutes=row["duration_minutes"]), row["min_participants"],
-        row["max_participants"], tuple(_participant(p) for p in joined))
+        row["max_participants"], tuple(joined))
 
 
 def _occupancy(session: SessionInfo) -> int:
@@ -557,9 +561,18 @@ class ConversationRepo:
 
     async def live_sessions(self) -> list[SessionInfo]:
         async def unit(tx: Tx) -> list[SessionInfo]:
-            rows = await tx.fetch("SELECT id FROM sessions WHERE status <> 'ended'")
-            found = [await _session(tx, "s.id = $1", r["id"]) for r in rows]
-            return [s for s in found if s is not None]
+            # Two queries whatever the number of live sessions (the scheduler runs
+            # this on every pass).
+            rows = await tx.fetch(
+                f"SELECT {_SESSION_COLS} FROM sessions s JOIN timeslots t "
+                "ON t.id = s.timeslot_id WHERE s.status <> 'ended' ORDER BY t.start_time, s.id")
+            people = await tx.fetch(
+                "SELECT p.* FROM participants p JOIN sessions s ON s.id = p.session_id "
+                "WHERE s.status <> 'ended' AND p.status = 'joined' ORDER BY p.joined_at, p.id")
+            by_session: dict[str, list[ParticipantView]] = {}
+            for p in people:
+                by_session.setdefault(p["session_id"], []).append(_participant(p))
+            return [_session_info(r, by_session.get(r["id"], [])) for r in rows]
 
         return await self.db.transaction(unit)
 
