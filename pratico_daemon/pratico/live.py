@@ -357,8 +357,10 @@ class PraticoNamespace(Namespace):
             raise AppError("not_found", f"no live room named {name!r}")
         room = self.room(room_id)
         previous = client.data.get("pratico")
-        if isinstance(previous, _Joined) and previous.room_id != room_id:
-            raise AppError("conflict", "this connection already joined another room")
+        if isinstance(previous, _Joined):
+            if previous.room_id != room_id:
+                raise AppError("conflict", "this connection already joined another room")
+            return await room.call(lambda r: self._rejoin_reply(r, previous.participant_id))
         claims = self.tokens.verify(guest_token) if guest_token is not None else None
         if claims is not None and claims.room_id != room_id:
             raise AppError("unauthorized", "guest_token: issued for another room")
@@ -431,6 +433,16 @@ class PraticoNamespace(Namespace):
         reply = {"participant_id": pid, "guest_token": token, "role": role,
                  "state": state.view(pid, self.link(state.name))}
         return reply, events
+
+    def _rejoin_reply(self, room: Room, pid: str) -> dict[str, Any]:
+        """`join` again on a joined connection: the same participant, nothing changes."""
+        state: PraticoState = room.state
+        me = state.participants.get(pid)
+        if me is None:
+            raise AppError("forbidden", "no longer in this room")
+        token = self.tokens.mint(state.room_id, pid) if pid.startswith("g_") else None
+        return {"participant_id": pid, "guest_token": token, "role": me.role,
+                "state": state.view(pid, self.link(state.name))}
 
     async def on_get_state(self, client: Client, payload: dict[str, Any]) -> dict[str, Any]:
         room, pid = self.joined(client)

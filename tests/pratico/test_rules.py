@@ -188,3 +188,14 @@ async def test_empty_room_ends_by_itself(tmp_path: Path,
         # The name is free again.
         again = await rig.launch(title="Room")
         assert again.name == state.name
+
+
+async def test_join_twice_on_one_connection_is_the_same_participant(rig: Rig) -> None:
+    state, trainer, (guest,), replies = await room_with(rig, guests=1)
+    again = await rig.call(guest, "join", {"room": state.name, "display_name": "Other"})
+    assert again["participant_id"] == replies[0]["participant_id"]
+    assert len(state.participants) == 2
+    assert len(trainer.named("participant_joined")) == 1
+    other = await rig.launch(title="Other room")
+    error = await rig.error(guest, "join", {"room": other.name, "display_name": "G"})
+    assert error.code == "conflict"
