@@ -116,7 +116,7 @@ class RigStores(Stores):
 @asynccontextmanager
 async def open_rig(tmp_path: Path, kind: str = "embedded", now: Any = time.time,
                    database: str | None = None, own_loop: bool = True,
-                   **sections: Any) -> AsyncIterator[Rig]:
+                   pg_port: int | None = None, **sections: Any) -> AsyncIterator[Rig]:
     """The rig; on PostgreSQL a fresh database, or `database` (kept) when given."""
     config = make_config(tmp_path / "state", **sections)
     services = Services(config=config, auth=Authenticator.from_config(config))
@@ -124,7 +124,7 @@ async def open_rig(tmp_path: Path, kind: str = "embedded", now: Any = time.time,
     db = await create_test_database() if owned else database
     try:
         async with open_loop() if kind == "postgres" and own_loop else _nothing(), \
-                open_backend(kind, tmp_path, dsn_for(db) if db else None,
+                open_backend(kind, tmp_path, _dsn(db, pg_port) if db else None,
                              services=services) as backend, \
                 open_embedded_checkpoints(config, services) as cps, \
                 trio.open_nursery() as nursery:
@@ -144,6 +144,12 @@ async def open_rig(tmp_path: Path, kind: str = "embedded", now: Any = time.time,
         if owned and db is not None:
             with trio.CancelScope(shield=True):
                 await drop_test_database(db)
+
+
+def _dsn(database: str, port: int | None) -> str:
+    """The test database's DSN, or the same database through a proxy on `port`."""
+    return dsn_for(database) if port is None else \
+        f"postgresql://postgres@127.0.0.1:{port}/{database}"
 
 
 @asynccontextmanager
