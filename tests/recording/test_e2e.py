@@ -234,3 +234,67 @@ async def test_no_consent_no_recorder_no_file_no_event(
     assert not folder.exists() or list(folder.iterdir()) == []
     assert (await session.view())["recordingUrl"] is None
     daemon.daemon.request_shutdown()
+
+
+async def test_an_upload_cut_by_a_crash_is_done_after_restart_and_published_once(
+        tmp_path: Path, moto_s3: MotoS3) -> None:
+    import shutil
+    import socket
+
+    state = tmp_path / "state"
+    folder = state / "recordings"
+    with socket.socket() as sock:  # the object store is down during the first run
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with trio.open_nursery() as first:
+        daemon = await start(first, recording_config(state, moto_s3, endpoint_url=dead))
+        session = Session(daemon)
+        await session.open(["marie", "jean"])
+        peers = await start_peers(first, daemon, [("marie", 440, True), ("jean", 660, False)])
+        log: list[dict[str, Any]] = []
+        await session.join("marie", True)
+        await session.join("jean", False)
+        await until(peers, log, {("marie", "connected")})
+        await trio.sleep(3)
+        await session.leave("marie")
+        await session.leave("jean")
+        await stop(peers, log)
+        with trio.fail_after(10):
+            while not list(folder.glob("*.pending.json")):  # noqa: ASYNC110 - on disk
+                await trio.sleep(0.1)
+        await trio.sleep(1)  # the uploader is retrying against the dead endpoint
+        assert await recorded_events(daemon) == []
+        assert (await session.view())["recordingUrl"] is None
+        saved = tmp_path / "saved"
+        shutil.copytree(folder, saved)
+        first.cancel_scope.cancel()  # the daemon dies with the upload pending
+    assert moto_s3.keys() == []
+
+    async with trio.open_nursery() as second:
+        daemon = await start(second, recording_config(state, moto_s3))
+        session.daemon = daemon
+        payload = await wait_recorded(daemon)
+        key = f"recordings/{session.session_id}.ogg"
+        assert moto_s3.keys() == [key]
+        assert payload["participants"] == ["marie"]
+        assert (await session.view())["recordingUrl"] == payload["recordingUrl"]
+        levels = spectrum(decode(moto_s3.get(key)), 0.5, payload["durationSeconds"])
+        assert levels[440] > 0.3 and levels[660] < 0.02, levels
+        assert list(folder.iterdir()) == []
+        second.cancel_scope.cancel()
+
+    # A crash after the database commit but before the marker was removed: the
+    # next run uploads again (harmless) and publishes nothing new.
+    for item in saved.iterdir():
+        shutil.copy(item, folder / item.name)
+    async with trio.open_nursery() as third:
+        daemon = await start(third, recording_config(state, moto_s3))
+        service = service_for(daemon.daemon.services)
+        assert service is not None
+        with trio.fail_after(30):
+            while list(folder.iterdir()):  # noqa: ASYNC110 - on disk
+                await trio.sleep(0.1)
+        await trio.sleep(0.5)
+        assert len(await recorded_events(daemon)) == 1
+        assert service.recording.uploaded == 1  # type: ignore[attr-defined]
+        third.cancel_scope.cancel()
