@@ -50,10 +50,12 @@ def create_app() -> Any:
 
 
 def main() -> None:
-    # Bind first so the port can be printed before uvicorn starts serving on it.
+    # Bind and listen first: the port printed is accepting connections at once (the
+    # kernel queues them until uvicorn starts serving on the socket).
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
     print(sock.getsockname()[1], flush=True)
     config = uvicorn.Config(create_app(), loop="none", lifespan="off",
                             log_level="warning", access_log=False, backlog=4096)
