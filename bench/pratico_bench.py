@@ -1,7 +1,7 @@
 """Pratico bench: 30 rooms × (1 trainer + 30 participants), pages, then a quiz answered by all.
 
     .venv/bin/python bench/pratico_bench.py [--rooms 30] [--participants 30] [--pages 10]
-                                            [--repeat 1]
+                                            [--repeat 1] [--profile PATH]
 
 Against, each in its own process, one after the other:
 - pratico-daemon (`python -m pratico_daemon serve`, Redis + Postgres): answers
@@ -91,8 +91,8 @@ async def drop_database(name: str) -> None:
         await admin.close()
 
 
-def start_server(kind: str, port: int, dsn: str, prefix: str,
-                 state_dir: str) -> subprocess.Popen[bytes]:
+def start_server(kind: str, port: int, dsn: str, prefix: str, state_dir: str,
+                 profile: str | None = None) -> subprocess.Popen[bytes]:
     if kind == "python-socketio":
         return subprocess.Popen([sys.executable, str(ROOT / "bench/peers/pratico_socketio.py"),
                                  str(port), dsn], cwd=ROOT)
@@ -103,7 +103,9 @@ def start_server(kind: str, port: int, dsn: str, prefix: str,
            "PRATICO_POSTGRES__DSN": dsn, "PRATICO_AUTH__JWT_SECRET": SECRET,
            "PRATICO_STORAGE__STATE_DIR": state_dir, "PRATICO_LOG__LEVEL": "warning",
            "PRATICO_LIMITS__MAX_CONNECTIONS_PER_IP": "10000"}
-    return subprocess.Popen([sys.executable, "-m", "pratico_daemon", "serve"], env=env, cwd=ROOT)
+    wrapper = ["-m", "cProfile", "-o", profile] if profile else []
+    return subprocess.Popen([sys.executable, *wrapper, "-m", "pratico_daemon", "serve"],
+                            env=env, cwd=ROOT)
 
 
 def wait_ready(port: int, path: str, limit_s: float = 30) -> None:
@@ -289,7 +291,8 @@ async def run_one(kind: str, args: argparse.Namespace) -> dict[str, float]:
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     port = free_port()
     with tempfile.TemporaryDirectory() as state_dir:
-        server = start_server(kind, port, f"{PG_URL}/{db}", prefix, state_dir)
+        server = start_server(kind, port, f"{PG_URL}/{db}", prefix, state_dir,
+                              args.profile if kind == "pratico-daemon" else None)
         try:
             daemon = kind == "pratico-daemon"
             await asyncio.to_thread(wait_ready, port, "/readyz" if daemon else "/sockets/")
@@ -340,4 +343,6 @@ if __name__ == "__main__":
     parser.add_argument("--participants", type=int, default=30)
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--profile", metavar="PATH",
+                        help="run the daemon under cProfile, stats written to PATH")
     asyncio.run(main(parser.parse_args()))
