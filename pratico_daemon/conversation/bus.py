@@ -9,8 +9,8 @@ Exactly once across a crash
 ---------------------------
 The relay can die after the publish and before the mark; it will publish
 that batch again. `publish` is therefore idempotent by event id: on Redis a
-Lua script claims `bus:published:{id}` (SET NX, kept a week) and appends
-to the stream only if the claim is new, atomically, so a replayed event is a
+Lua script appends to the stream only if `bus:published:{id}` does not
+exist, then sets it (kept a week), atomically, so a replayed event is a
 no-op; on SQLite the entry id is UNIQUE (INSERT OR IGNORE).
 
 Consumers (the `user.events` group) read with `read_group` and `ack` what
@@ -152,12 +152,17 @@ class SqliteBus:
 
 # -- Redis Streams ------------------------------------------------------------------------
 
+# Claim after the append: a script is not rolled back when a command fails, so
+# claiming first would leave a claim without its entry (an event lost for good)
+# if XADD were refused. Scripts run atomically, so nothing comes in between.
 _PUBLISH_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[5]) then
-  return redis.call('XADD', KEYS[1], '*', 'type', ARGV[2], 'id', ARGV[1],
-                    'occurredAt', ARGV[3], 'payload', ARGV[4])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return false
 end
-return false
+local entry = redis.call('XADD', KEYS[1], '*', 'type', ARGV[2], 'id', ARGV[1],
+                         'occurredAt', ARGV[3], 'payload', ARGV[4])
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[5])
+return entry
 """
 
 
