@@ -49,14 +49,14 @@ class ConversationNamespace(Namespace):
     async def connect(self, client: Client, auth: Mapping[str, Any]) -> Mapping[str, Any] | None:
         if client.identity.user_id is None:
             raise AppError("unauthorized", "a token is required for /conversation")
-        await self.service.client_connected(client)
+        self.service.client_connected(client)
         return None
 
     async def reconnected(self, client: Client) -> None:
-        await self.service.client_connected(client)
+        self.service.client_connected(client)
 
     async def gone(self, client: Client) -> None:
-        await self.service.client_gone(client)
+        self.service.client_gone(client)
 
     def _user(self, client: Client) -> str:
         user_id = client.identity.user_id

@@ -271,13 +271,14 @@ class ConversationService:
             raise AppError("not_found", "you are not in a live session")
         return await room.call(commands.relay(self, from_user, to_user, name, payload))
 
-    async def client_connected(self, client: Any) -> None:
+    def client_connected(self, client: Any) -> None:
+        """Attach a participant's new connection to its live session (queued, never blocks)."""
         session_id = self.live_by_user.get(client.identity.user_id)
         room = self.rooms.get(session_id) if session_id else None
         if room is not None:
             room.call_nowait(commands.attach(self, client))
 
-    async def client_gone(self, client: Any) -> None:
+    def client_gone(self, client: Any) -> None:
         for room in self.rooms.rooms("conversation"):
             if client.sid in room.members:
                 room.call_nowait(commands.detach(client.sid))
