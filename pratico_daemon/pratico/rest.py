@@ -274,3 +274,32 @@ async def room_report(room_id: str) -> Response:
                         headers={"Content-Disposition":
                                  f'attachment; filename="report-{room_id}.csv"'})
     return json_response(report)
+
+
+CAPSULE = {"type": "object", "required": ["capsule_id", "capsule_snapshot"],
+           "properties": {"capsule_id": {"type": "string"}, "capsule_snapshot": {}}}
+
+
+@api.route("/rooms/<room_id>/capsule", "GET",
+           summary="The room's capsule document (for its participants: guest token or JWT)",
+           responses={200: CAPSULE, **_errors(401, 403, 404, 503)})
+async def room_capsule(room_id: str) -> Response:
+    """Up to 10 MiB: served over HTTP rather than through a connection's bounded outbox."""
+    ns = _namespace()
+    state = _live_state(ns, _room_uuid(room_id))
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AppError("unauthorized", "missing bearer token (access or guest token)")
+    allowed = False
+    try:
+        guest = ns.tokens.verify(token.strip())
+    except AppError:
+        claims = bearer_claims()  # not a guest token: must be a valid access token
+        allowed = (_may_lead(claims, state.created_by, state.org_id)
+                   or f"u_{claims.sub}" in state.participants)
+    else:
+        allowed = guest.room_id == state.room_id and guest.participant_id in state.participants
+    if not allowed:
+        raise AppError("forbidden", "not a participant of this room")
+    return json_response({"capsule_id": state.capsule_id,
+                          "capsule_snapshot": state.capsule_snapshot})

@@ -222,3 +222,22 @@ async def test_slug_race_between_two_daemons_on_one_database(tmp_path: Path) -> 
             assert sorted(names) == ["algebre", *sorted(f"algebre-{n}" for n in range(2, 7))]
     finally:
         await drop_test_database(db)
+
+
+async def test_capsule_document_for_participants_only(http: Http) -> None:
+    _, room = await http.create()
+    _, other = await http.create("Other")
+    guest = http.rig.client()
+    joined = await http.rig.call(guest, "join", {"room": room["name"], "display_name": "G"})
+    path = f"/rooms/{room['id']}/capsule"
+    as_guest = {"Authorization": f"Bearer {joined['guest_token']}"}
+    status, body, _ = await http.send("GET", path, headers=as_guest)
+    assert (status, body) == (200, {"capsule_id": "cap1", "capsule_snapshot": SNAPSHOT})
+    status, body, _ = await http.send("GET", f"/rooms/{other['id']}/capsule", headers=as_guest)
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    status, _, _ = await http.send("GET", path, headers=http.bearer())
+    assert status == 200
+    status, body, _ = await http.send("GET", path, headers=http.bearer("stranger"))
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    status, body, _ = await http.send("GET", path)
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
