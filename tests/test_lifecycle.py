@@ -138,13 +138,14 @@ async def test_sigterm_tells_every_websocket_client_to_reconnect(tmp_path: Path)
                     opened = await ws.get_message()  # Engine.IO open packet
                     assert opened.startswith("0{")
                     await ws.send_message(first)
+                    assert (await ws.get_message()).startswith("40/classroom,{")  # connected
                 codes[name] = await _read_until_closed(ws)
 
         for i in range(3):
             nursery.start_soon(client, f"json{i}", f"{proc.ws_url}/ws/conversation?token={token}",
                                None)
             nursery.start_soon(client, f"sio{i}",
-                               f"{proc.ws_url}/sockets/?EIO=4&transport=websocket",
+                               f"{proc.ws_url}/sockets/?EIO=4&transport=websocket&role=teacher&org_id=org1",
                                '40/classroom,{"token":"%s"}' % token)
         # Every client is connected (the daemon counts them) before SIGTERM.
         with trio.fail_after(10):
@@ -154,6 +155,8 @@ async def test_sigterm_tells_every_websocket_client_to_reconnect(tmp_path: Path)
                         and 'pratico_connections{framing="socketio"} 3.0' in body):
                     break
                 await trio.sleep(0.05)
+        started = trio.current_time()
         proc.signal(signal.SIGTERM)
         assert await proc.wait_exit(timeout_s=SHUTDOWN_TIMEOUT_S + 5) == 0
+        assert trio.current_time() - started < SHUTDOWN_TIMEOUT_S
     assert codes == {**{f"json{i}": 1001 for i in range(3)}, **{f"sio{i}": 1001 for i in range(3)}}
