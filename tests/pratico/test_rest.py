@@ -130,6 +130,17 @@ async def test_snapshot_over_the_limit_is_413_with_a_code(http: Http) -> None:
     status, body, _ = await http.send("POST", "/rooms", raw=over, headers=http.bearer())
     assert (status, body["error"]["code"]) == (413, "payload_too_large")
     assert http.rig.ns.names == {}
+    # Under the limit, a big capsule is fine: kept in the rooms row, not in checkpoints.
+    big_ok = {"blob": "y" * (limit - 1024)}
+    status, body, _ = await http.send("POST", "/rooms", {
+        "capsule_id": "c", "title": "big", "capsule_snapshot": big_ok}, headers=http.bearer())
+    assert status == 201
+    record = await http.rig.services.stores.repos.rooms.get(uuid.UUID(body["id"]))
+    assert record.capsule_snapshot == big_ok
+    await http.rig.checkpointer.flush()
+    checkpoint = await http.rig.services.stores.checkpoints.get(body["id"])
+    assert checkpoint is not None
+    assert "capsule_snapshot" not in checkpoint.state
     for bad in [b"{", b"[]", orjson.dumps({"capsule_id": "c", "title": "t"}),
                 orjson.dumps({"capsule_id": "", "title": "t", "capsule_snapshot": {}}),
                 orjson.dumps({"capsule_id": "c", "title": "t\x00", "capsule_snapshot": {}}),
