@@ -258,8 +258,9 @@ class ClassroomNamespace(Namespace):
         client.data["teacher_live"] = True
         if not others:
             await self._tell_managers(org_id, "teacher_connect", {"user_id": user_id})
-            await self._record_soft(RoomEvent(self._presence_room(client), "teacher_connect",
-                                              {"sid": client.sid}, user_id=user_id))
+            self._record_in_background(RoomEvent(
+                self._presence_room(client), "teacher_connect", {"sid": client.sid},
+                user_id=user_id))
         return previous.get("state") == "disconnect"
 
     def _other_live_teacher_connections(self, client: Client) -> list[Client]:
@@ -368,8 +369,8 @@ class ClassroomNamespace(Namespace):
         org_id = bind.org_id if bind is not None else client.data.get("org_id")
         if user_id != client_id:
             raise AppError("forbidden", "user_id is not this connection's user")
-        lesson, seat = await self._lesson_and_seat(lesson_id,
-                                                   client_id if mine == "student" else None)
+        student_id = client_id if mine == "student" else None
+        lesson, seat, seats = await self._lesson_seat_and_seats(lesson_id, student_id)
         if org_id and lesson.org_id != org_id:
             raise AppError("forbidden", "the lesson belongs to another organisation")
         if mine == "teacher" and lesson.teacher_id != user_id:
@@ -383,38 +384,46 @@ class ClassroomNamespace(Namespace):
         previous = client.data.get("lesson_id")
         if previous is not None and previous != lesson_id:
             await self._leave_lesson(client, "moved")
+        room_id = croom.lesson_room_id(lesson_id)
+        await croom.open_and_call(
+            self.services.rooms, room_id,
+            lambda: self._room(room_id, "lesson", croom.LessonState(
+                lesson_id, lesson.org_id, lesson.teacher_id)),
+            croom.enter_lesson(client, mine, client_id))
         client.data["lesson_id"] = lesson_id
         client.data["seat_count"] = lesson.seat_count
-        seats = await self._seats(lesson, seat, client_id if mine == "student" else None)
+        # Every write of the join at once: one Redis pipeline, one Postgres group commit.
+        writes = [lambda: self._record(RoomEvent(lesson_id, "lesson_joined", {
+            "role": mine, "sid": client.sid, "seat": seat}, user_id=client_id))]
+        if not seats and lesson.seat_count > 0:
+            writes.append(lambda: self._create_seats(lesson, seat, student_id))
+        elif seat is not None and student_id is not None and seats.get(str(seat)) != student_id:
+            writes.append(lambda: self.presence.hset(keys.lesson_seat(lesson_id),
+                                                     {str(seat): student_id}))
+        if mine == "teacher":
+            writes.append(lambda: self.presence.hset(
+                keys.lesson_teacher(lesson_id), {user_id: client.sid}, ttl_s=keys.SESSION_TTL_S))
+            writes.append(lambda: self.presence.hset(keys.user(user_id), {
+                "sid": client.sid, "client_id": user_id, "role": "teacher",
+                "org_id": lesson.org_id, "lesson_id": lesson_id}, ttl_s=keys.SESSION_TTL_S))
+            if lesson.status == "scheduled":
+                writes.append(lambda: self.lessons.start(lesson_id))
+        else:
+            writes.append(lambda: self.presence.hset(
+                keys.lesson_student(lesson_id), {client_id: client.sid},
+                ttl_s=keys.SESSION_TTL_S))
+            writes.append(lambda: self._write_student_session(client))
         try:
-            if mine == "teacher":
-                await together(
-                    lambda: self.presence.hset(keys.lesson_teacher(lesson_id),
-                                               {user_id: client.sid}, ttl_s=keys.SESSION_TTL_S),
-                    lambda: self.presence.hset(keys.user(user_id), {
-                        "sid": client.sid, "client_id": user_id, "role": "teacher",
-                        "org_id": lesson.org_id, "lesson_id": lesson_id},
-                        ttl_s=keys.SESSION_TTL_S),
-                    lambda: self.lessons.start(lesson_id),
-                )
-            else:
-                _, existed = await together(
-                    lambda: self.presence.hset(keys.lesson_student(lesson_id),
-                                               {client_id: client.sid},
-                                               ttl_s=keys.SESSION_TTL_S),
-                    lambda: self._write_student_session(client),
-                )
-                if bind is not None and existed:
-                    self._track("reconnect", client)
-            await croom.open_and_call(
-                self.services.rooms, croom.lesson_room_id(lesson_id),
-                lambda: self._room(croom.lesson_room_id(lesson_id), "lesson", croom.LessonState(
-                    lesson_id, lesson.org_id, lesson.teacher_id)),
-                croom.enter_lesson(client, mine, client_id))
-            await self._record(RoomEvent(lesson_id, "lesson_joined", {
-                "role": mine, "sid": client.sid, "seat": seat}, user_id=client_id))
+            results = await together(*writes)
         except StorageUnavailable as exc:
+            await self._leave_lesson(client, "unavailable")
             raise AppError("unavailable", f"storage unavailable: {exc}") from None
+        if bind is not None and mine == "student" and results[-1]:
+            self._track("reconnect", client)  # `{client_id}` existed: this user came back
+        if not seats and lesson.seat_count > 0:
+            seats = {str(i): "" for i in range(1, lesson.seat_count + 1)}
+        if seat is not None and student_id is not None:
+            seats[str(seat)] = student_id
         return {"lesson_id": lesson_id, "seat": seat, "seats": seats, "client_id": client_id}
 
     def _student_token(self, client: Client, token: str) -> Claims:
@@ -436,31 +445,36 @@ class ClassroomNamespace(Namespace):
             # The anonymous session key named after the sid is no longer anyone's.
             self._nursery.start_soon(self._delete_soft, keys.user(old_client_id))
 
-    async def _lesson_and_seat(self, lesson_id: str, student_id: str | None
-                               ) -> tuple[Lesson, int | None]:
+    async def _lesson_seat_and_seats(self, lesson_id: str, student_id: str | None
+                                     ) -> tuple[Lesson, int | None, dict[str, str]]:
+        """The lesson, the student's seat and the seat hash, read together."""
         try:
-            lesson, seat = await self.lessons.get_with_seat(lesson_id, student_id)
+            (lesson, seat), seats = await together(
+                lambda: self.lessons.get_with_seat(lesson_id, student_id),
+                lambda: self.presence.hgetall(keys.lesson_seat(lesson_id)))
         except StorageUnavailable as exc:
-            raise AppError("unavailable", f"lessons unavailable: {exc}") from None
+            raise AppError("unavailable", f"storage unavailable: {exc}") from None
         if lesson is None:
             raise AppError("lesson_not_found", f"no lesson {lesson_id!r}")
-        return lesson, seat
+        return lesson, seat, seats
 
-    async def _seats(self, lesson: Lesson, seat: int | None, student_id: str | None
-                     ) -> dict[str, str]:
-        """The seat hash, created `{1: "", …}` if missing, with this student's seat marked."""
+    async def _create_seats(self, lesson: Lesson, seat: int | None, student_id: str | None
+                            ) -> None:
+        """Create `lesson_seat_{id}` = `{1: "", …}` if it is still missing (seed 001).
+
+        Under the lesson's lock and re-checked, so two first joins do not wipe a
+        name written in between; joins that find the hash write one field only.
+        """
         key = keys.lesson_seat(lesson.id)
         async with self._lesson_locks.hold(lesson.id):
-            seats = await self.presence.hgetall(key)
-            if not seats and lesson.seat_count > 0:
-                seats = {str(i): "" for i in range(1, lesson.seat_count + 1)}
+            if await self.presence.exists(key):
                 if seat is not None and student_id is not None:
-                    seats[str(seat)] = student_id
-                await self.presence.hset(key, seats)
-            elif seat is not None and student_id is not None and seats.get(str(seat)) != student_id:
+                    await self.presence.hset(key, {str(seat): student_id})
+                return
+            seats = {str(i): "" for i in range(1, lesson.seat_count + 1)}
+            if seat is not None and student_id is not None:
                 seats[str(seat)] = student_id
-                await self.presence.hset(key, {str(seat): student_id})
-        return seats
+            await self.presence.hset(key, seats)
 
     async def set_student_name(self, client: Client, payload: dict[str, Any]
                                ) -> Mapping[str, Any]:
@@ -574,6 +588,12 @@ class ClassroomNamespace(Namespace):
     async def _record(self, event: RoomEvent) -> None:
         """A durable event the ack depends on (`unavailable` when it cannot be written)."""
         await self.services.stores.events.append_durable(event)
+
+    def _record_in_background(self, event: RoomEvent) -> None:
+        """A presence fact nobody waits for: the connect is acked before it is written."""
+        if self._nursery is None:
+            return
+        self._nursery.start_soon(self._record_soft, event)
 
     async def _record_soft(self, event: RoomEvent) -> None:
         """A durable event nobody waits for: a failure is logged, not answered."""
