@@ -91,7 +91,8 @@ async def test_sigkill_while_rooms_change(nursery: trio.Nursery, tmp_path: Path,
             trainer = await JsonPeer.open(nursery, second.ws_url, token)
             state = (await trainer.ok("join", room=room["name"]))["state"]
             assert state["page"] >= page_before, (room["id"], state["page"], page_before)
-            assert state["page"] <= acked_pages[room["id"]]
+            # The page in flight at the kill may have been applied without its ack arriving.
+            assert state["page"] <= acked_pages[room["id"]] + 1
             stored = orjson.loads(await raw_redis(
                 "HGET", f"{redis_prefix}pratico:checkpoint:{room['id']}", "d"))
             assert stored["version"] >= version_before
