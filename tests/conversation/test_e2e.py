@@ -148,3 +148,33 @@ async def test_flow_over_json_python_socketio_and_npm_clients(nursery: trio.Nurs
         client.process.kill()
         await client.wait()
     daemon.daemon.request_shutdown()
+
+
+async def test_grace_expiry_reaches_a_socketio_client(nursery: trio.Nursery,
+                                                      tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state", conversation={"grace_period_s": 1})
+    daemon = await start_daemon(nursery, config)
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1.5)
+    created = await http.request("POST", f"{daemon.url}/timeslots",
+                                 token=daemon.token("admin", "admin"), json={
+        "targetLanguageCode": "es", "level": "B2", "startTime": start.isoformat(),
+        "durationMinutes": 10, "minParticipants": 2, "maxParticipants": 3})
+    assert created.status == 201, created.body
+    slot = created.json()["id"]
+    marie_token = daemon.token("marie", "student")
+    assert (await http.request("POST", f"{daemon.url}/timeslots/{slot}/register",
+                               token=marie_token)).status == 200
+    await trio.sleep(max(0.0, (start - dt.datetime.now(dt.UTC)).total_seconds()) + 0.1)
+    joined = await http.request("POST", f"{daemon.url}/sessions/join", token=marie_token,
+                                json={"timeSlotId": slot})
+    assert joined.status == 200, joined.body
+    session = joined.json()["sessionId"]
+    marie = await start_node(nursery, "conversation_peer.js", daemon.url, marie_token, "marie")
+    seen: list[dict[str, Any]] = []
+    state = await until(marie, event("session-state", sessionId=session), seen)
+    assert state["payload"]["status"] == "waiting"
+    ended = await until(marie, event("session-ended", sessionId=session), seen)
+    assert ended["payload"]["reason"] == "not_enough_participants"
+    marie.process.kill()
+    await marie.wait()
+    daemon.daemon.request_shutdown()
