@@ -48,6 +48,7 @@ from typing import Any
 
 import attrs
 import trio
+import trio_asyncio
 
 from pratico_daemon import logs
 from pratico_daemon.errors import AppError
@@ -182,9 +183,24 @@ class SessionRecorder:
             log.warning("recorder %s: peer connections did not close within %.0fs",
                         self.session_id, self.close_timeout_s)
 
+    async def _aio(self, coro: Any) -> Any:
+        """Run an asyncio coroutine on the recorder's loop, from any trio task.
+
+        trio-asyncio finds "the running loop" in the *trio task's* context, and
+        asyncio objects created by the coroutine (aioice's datagram transports,
+        whose reader tasks copy that context) keep calling
+        `asyncio.get_running_loop()` later. A handler task has no loop in its
+        context, so it is set for the crossing: the asyncio task copies it.
+        """
+        token = trio_asyncio.current_loop.set(self.loop)
+        try:
+            return await self.loop.run_aio_coroutine(coro)
+        finally:
+            trio_asyncio.current_loop.reset(token)
+
     async def _close_pc(self, pc: Any) -> None:
         try:
-            await self.loop.run_aio_coroutine(pc.close())
+            await self._aio(pc.close())
         except Exception:
             log.exception("recorder %s: closing a peer connection failed", self.session_id)
 
@@ -242,7 +258,7 @@ class SessionRecorder:
 
         try:
             with trio.fail_after(self.negotiate_timeout_s):
-                _, answer = await self.loop.run_aio_coroutine(negotiate())
+                _, answer = await self._aio(negotiate())
         except (ValueError, AttributeError) as exc:  # aiortc's reaction to a bad SDP
             self._drop_peer(peer)
             raise AppError("invalid_payload", f"sdp: {exc}") from None
@@ -267,7 +283,7 @@ class SessionRecorder:
             peer.early_candidates.append(parsed)
             return
         with contextlib.suppress(Exception):  # duplicate of one in the SDP, or late
-            await self.loop.run_aio_coroutine(peer.pc.addIceCandidate(parsed))
+            await self._aio(peer.pc.addIceCandidate(parsed))
 
     def stop_participant(self, user_id: str) -> bool:
         """Capture nothing more of `user_id` from now on; True if they were being captured."""
@@ -319,4 +335,4 @@ class SessionRecorder:
         if peer.dropped:
             return
         with scope:
-            await self.loop.run_aio_coroutine(pump())
+            await self._aio(pump())

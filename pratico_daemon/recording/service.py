@@ -331,9 +331,16 @@ def install(service: Any, namespace: Any, recording: RecordingService) -> None:
         await recording.sync(room_of(result.get("sessionId")))
         return result
 
-    async def connected_then_sync(client: Any) -> None:
-        await connected(client)
-        await recording.sync(room_of(service.live_by_user.get(client.identity.user_id)))
+    def connected_then_sync(client: Any) -> Any:
+        # `client_connected` never blocks (it queues the attach): the sync that
+        # follows runs as a short task in the session room's nursery, queued
+        # behind the attach.
+        result = connected(client)
+        room = room_of(service.live_by_user.get(client.identity.user_id))
+        if room is not None and room.nursery is not None:
+            with contextlib.suppress(RuntimeError):  # the room is closing
+                room.nursery.start_soon(recording.sync, room)
+        return result
 
     async def open_room_then_sync(session: Any) -> Any:
         room = await open_room(session)

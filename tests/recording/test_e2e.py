@@ -31,9 +31,18 @@ pytestmark = pytest.mark.slow
 TONES = [440.0, 660.0, 880.0]
 
 
-def recording_config(state: Path, s3: MotoS3 | None, **recording: Any) -> Config:
+def recording_config(state: Path, s3: MotoS3 | None, *, stores: dict[str, Any] | None = None,
+                     **recording: Any) -> Config:
     section = s3.mapping(**recording) if s3 is not None else {"enabled": False}
-    return make_config(state, recording=section)
+    return make_config(state, recording=section, **(stores or {}))
+
+
+def production(pg_dsn: str, redis_prefix: str) -> dict[str, Any]:
+    """Config sections for PostgreSQL + Redis (a fresh database and key prefix per test)."""
+    from tests.support.redis import REDIS_URL
+
+    return {"postgres": {"dsn": pg_dsn},
+            "redis": {"url": REDIS_URL, "key_prefix": redis_prefix}}
 
 
 async def start(nursery: trio.Nursery, config: Config) -> RunningDaemon:
@@ -138,7 +147,20 @@ def spectrum(audio: Any, begin: float, end: float) -> dict[float, float]:
 
 async def test_two_of_three_consent_and_only_their_tones_are_recorded(
         nursery: trio.Nursery, tmp_path: Path, moto_s3: MotoS3) -> None:
-    daemon = await start(nursery, recording_config(tmp_path / "state", moto_s3))
+    await two_of_three(nursery, tmp_path, moto_s3, {})
+
+
+async def test_two_of_three_on_postgres_and_redis(
+        nursery: trio.Nursery, tmp_path: Path, moto_s3: MotoS3, pg_dsn: str,
+        redis_prefix: str) -> None:
+    await two_of_three(nursery, tmp_path, moto_s3, production(pg_dsn, redis_prefix))
+
+
+async def two_of_three(nursery: trio.Nursery, tmp_path: Path, moto_s3: MotoS3,
+                       stores: dict[str, Any]) -> None:
+    """Marie (440 Hz) and Jean (660 Hz) consent, Pierre (880 Hz) does not."""
+    daemon = await start(nursery, recording_config(tmp_path / "state", moto_s3,
+                                                   stores=stores))
     session = Session(daemon)
     await session.open(["marie", "jean", "pierre"])
     peers = await start_peers(nursery, daemon, [("marie", 440, True), ("jean", 660, True),
