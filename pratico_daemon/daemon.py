@@ -139,8 +139,8 @@ class Daemon:
                 http_done.set()
             svc.health.set("listeners", True)
             addresses = BoundAddresses(realtime=bound, http=http_bound)
-            self.notifier.notify("READY=1", f"STATUS=serving on {bound}")
             log.info("pratico-daemon %s ready on %s", __version__, bound)
+            self.notifier.notify("READY=1", f"STATUS=serving on {bound}")
             task_status.started(addresses)
 
             await self._shutdown.wait()
