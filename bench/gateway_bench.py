@@ -256,6 +256,7 @@ class PhaseResult:
     server_wait_s: float = 0.0
     clients_wait_s: float = 0.0
     latencies: list[float] = attrs.Factory(list)
+    sent_times: list[float] = attrs.Factory(list)  # of each latency's message
 
     @property
     def cpu_us_per_delivery(self) -> float:
@@ -398,8 +399,10 @@ async def run_server(kind: ServerKind, args: argparse.Namespace, tmp: Path) -> S
                     await members.reported.acquire()
             for path in paths:
                 data = json.loads(path.read_text())
-                result.steady.latencies += data.get("steady", [])
-                result.burst.latencies += data.get("burst", [])
+                for phase in (result.steady, result.burst):
+                    got = data.get(phase.name, {"sent": [], "latency": []})
+                    phase.sent_times += got["sent"]
+                    phase.latencies += got["latency"]
             result.timeline = list(members.timeline)
             result.phase_starts = {"steady": result.steady.start, "burst": result.burst.start}
             for child in [*workers, senders]:
@@ -540,13 +543,19 @@ def plot(results: list[ServerResult], path: Path, args: argparse.Namespace) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (cdf, rate) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, ((cdf, rate), (over_time, spare)) = plt.subplots(2, 2, figsize=(13, 9))
+    spare.axis("off")
     for r in results:
         ordered = sorted(r.steady.latencies)
         if ordered:
             n = len(ordered)
             cdf.plot([v * 1000 for v in ordered], [i / n for i in range(n)],
                      label=f"{r.name} (p99 {r.steady.percentile(99):.1f} ms)")
+        if r.steady.sent_times:
+            start = r.steady.start
+            over_time.scatter([t - start for t in r.steady.sent_times],
+                              [v * 1000 for v in r.steady.latencies], s=1, alpha=0.3,
+                              label=r.name)
         xs, ys = r.rate_series()
         line = rate.plot(xs, ys, label=r.name)[0]
         if "burst" in r.phase_starts:
@@ -564,6 +573,11 @@ def plot(results: list[ServerResult], path: Path, args: argparse.Namespace) -> N
     rate.set_ylabel("deliveries/s (0.25 s windows)")
     rate.set_title(f"steady {args.seconds:g} s, then a burst of {args.burst} msg per room")
     rate.legend()
+    over_time.set_yscale("log")
+    over_time.set_xlabel("send time since the steady phase began (s)")
+    over_time.set_ylabel("delivery latency (ms, log)")
+    over_time.set_title("steady: every delivery's latency by when its message was sent")
+    over_time.legend(markerscale=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -26,9 +26,10 @@ members: connects and joins (prints `joined N` while it goes, then `ready`),
 then records the latency of every delivery in the current phase and prints
 `count N T LAST` (deliveries so far, monotonic time now and of the last
 delivery) every 0.2 s. Commands:
-`phase NAME`, `report PATH` (writes `{phase: [latency_s, …]}` as JSON, prints
-`reported`), `quit` (a Socket.IO disconnect `41/bench,` per client, so the
-server forgets them at once instead of keeping them for recovery).
+`phase NAME`, `report PATH` (writes `{phase: {"sent": [t, …], "latency":
+[seconds, …]}}` as JSON, prints `reported`), `quit` (a Socket.IO disconnect
+`41/bench,` per client, so the server forgets them at once instead of keeping
+them for recovery).
 
 senders: one connection per room, not a member of it. Commands:
 `steady RATE SECONDS` (RATE `say` per second per room, staggered across
@@ -236,8 +237,9 @@ def run_members(port: int, spec: str) -> None:
         room, count = item.split(":")
         rooms += [room] * int(count)
     worker = Worker(port)
-    latencies: dict[str, array.array[float]] = {}
-    current: list[array.array[float] | None] = [None]
+    # phase → (send times, latencies), both in seconds of time.monotonic()
+    latencies: dict[str, tuple[array.array[float], array.array[float]]] = {}
+    current: list[tuple[array.array[float], array.array[float]] | None] = [None]
     state = {"joined": 0, "count": 0}
     last_delivery = [0.0]
 
@@ -255,17 +257,20 @@ def run_members(port: int, spec: str) -> None:
             last_delivery[0] = now
             sink = current[0]
             if sink is not None:
-                sink.append(now - float(payload[j:k]))
+                sent = float(payload[j:k])
+                sink[0].append(sent)
+                sink[1].append(now - sent)
             return
         if worker.connect_sequence(conn, payload) and conn.state == "joined":
             state["joined"] += 1
 
     def on_command(words: list[str]) -> None:
         if words[0] == "phase":
-            current[0] = latencies.setdefault(words[1], array.array("d"))
+            current[0] = latencies.setdefault(words[1], (array.array("d"), array.array("d")))
         elif words[0] == "report":
             with open(words[1], "w") as out:
-                json.dump({name: list(values) for name, values in latencies.items()}, out)
+                json.dump({name: {"sent": list(sent), "latency": list(latency)}
+                           for name, (sent, latency) in latencies.items()}, out)
             say("reported")
         elif words[0] == "quit":
             worker.goodbye()
