@@ -242,7 +242,8 @@ async def run_one(kind: str, args: argparse.Namespace) -> dict[str, float]:
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.kill()
-            clean_prefix(prefix)
+                server.wait()
+            clean_prefix(prefix)  # after the server is gone: its drain writes presence too
             await drop_database(db)
 
 
