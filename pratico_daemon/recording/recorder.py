@@ -111,8 +111,8 @@ def parse_candidate(candidate: Any) -> Any:
         text = text[len("candidate:"):]
     try:
         parsed = candidate_from_sdp(text)
-    except (ValueError, IndexError) as exc:
-        raise AppError("invalid_payload", f"candidate: {exc}") from None
+    except Exception as exc:  # aiortc asserts, indexes and int()s its way through
+        raise AppError("invalid_payload", f"candidate: not an ICE candidate ({exc!r})") from None
     parsed.sdpMid = mid if isinstance(mid, str) else "0"
     parsed.sdpMLineIndex = index if isinstance(index, int) else 0
     return parsed
@@ -249,6 +249,8 @@ class SessionRecorder:
                     self.nursery.start_soon(self._read, peer, track)
 
             await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            if not any(t.kind == "audio" for t in pc.getTransceivers()):
+                raise ValueError("the offer has no audio")
             for candidate in peer.early_candidates:
                 with contextlib.suppress(Exception):
                     await pc.addIceCandidate(candidate)
@@ -259,12 +261,12 @@ class SessionRecorder:
         try:
             with trio.fail_after(self.negotiate_timeout_s):
                 _, answer = await self._aio(negotiate())
-        except (ValueError, AttributeError) as exc:  # aiortc's reaction to a bad SDP
-            self._drop_peer(peer)
-            raise AppError("invalid_payload", f"sdp: {exc}") from None
         except trio.TooSlowError:
             self._drop_peer(peer)
             raise AppError("unavailable", "the recorder could not answer in time") from None
+        except Exception as exc:  # aiortc's many reactions to a bad SDP
+            self._drop_peer(peer)
+            raise AppError("invalid_payload", f"sdp: not a usable offer ({exc!r})") from None
         if self.peers.get(user_id) is not peer or user_id not in self.consenting:
             self.stop_participant(user_id)  # consent withdrawn during the negotiation
             raise AppError("forbidden", "you have not consented to the recording")
