@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
@@ -270,6 +270,7 @@ class ClassroomNamespace(Namespace):
 
     async def _connect_student(self, client: Client, claims: Claims | None,
                                org_q: str | None) -> Mapping[str, Any]:
+        org_id: str | None
         if claims is not None:
             claims = self._require(claims, "student", org_q)
             client_id, org_id = claims.sub, claims.org_id
@@ -393,8 +394,9 @@ class ClassroomNamespace(Namespace):
         client.data["lesson_id"] = lesson_id
         client.data["seat_count"] = lesson.seat_count
         # Every write of the join at once: one Redis pipeline, one Postgres group commit.
-        writes = [lambda: self._record(RoomEvent(lesson_id, "lesson_joined", {
-            "role": mine, "sid": client.sid, "seat": seat}, user_id=client_id))]
+        joined = RoomEvent(lesson_id, "lesson_joined", {
+            "role": mine, "sid": client.sid, "seat": seat}, user_id=client_id)
+        writes: list[Callable[[], Awaitable[Any]]] = [lambda: self._record(joined)]
         if not seats and lesson.seat_count > 0:
             writes.append(lambda: self._create_seats(lesson, seat, student_id))
         elif seat is not None and student_id is not None and seats.get(str(seat)) != student_id:
