@@ -40,6 +40,7 @@ minutes with the defaults.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -60,6 +61,7 @@ RESULTS = HERE / "results"
 PY = sys.executable
 MEMBER_WORKERS = 2
 WARMUP_CLIENTS = 20
+SAMPLE_S = 0.1
 SERVER_CPU, CLIENT_CPU = "0", "1"
 
 
@@ -257,6 +259,8 @@ class PhaseResult:
     clients_wait_s: float = 0.0
     latencies: list[float] = attrs.Factory(list)
     sent_times: list[float] = attrs.Factory(list)  # of each latency's message
+    # (time, server CPU s, server run-queue wait s) every SAMPLE_S: when it was starved
+    samples: list[tuple[float, float, float]] = attrs.Factory(list)
 
     @property
     def cpu_us_per_delivery(self) -> float:
@@ -445,12 +449,21 @@ async def run_phase(name: str, command: str, server: Child, members: Members, se
         await senders.wait_for("finished")
         finished.set()
 
+    async def sample() -> None:
+        while True:
+            phase.samples.append((time.monotonic(), *schedstat(pid)))
+            await trio.sleep(SAMPLE_S)
+
     delivered = lambda: members.total - base  # noqa: E731
     with tqdm(total=phase.expected, desc=f"  {name}", unit="dlv", leave=False) as bar:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(wait_finished)
-            if not await wait_until(finished.is_set, limit, f"{name} acks", bar, delivered):
-                raise RuntimeError(f"{name}: the senders did not finish")
+            nursery.start_soon(sample)
+            async with trio.open_nursery() as waiting:
+                waiting.start_soon(wait_finished)
+                if not await wait_until(finished.is_set, limit, f"{name} acks", bar,
+                                        delivered):
+                    raise RuntimeError(f"{name}: the senders did not finish")
+            nursery.cancel_scope.cancel()
         # Every ack is in; the broadcasts may still be on their way to some members.
         await wait_until(lambda: delivered() >= phase.expected, 20,
                          f"{name} deliveries", bar, delivered)
@@ -543,8 +556,7 @@ def plot(results: list[ServerResult], path: Path, args: argparse.Namespace) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ((cdf, rate), (over_time, spare)) = plt.subplots(2, 2, figsize=(13, 9))
-    spare.axis("off")
+    fig, ((cdf, rate), (over_time, starved)) = plt.subplots(2, 2, figsize=(13, 9))
     for r in results:
         ordered = sorted(r.steady.latencies)
         if ordered:
@@ -556,6 +568,11 @@ def plot(results: list[ServerResult], path: Path, args: argparse.Namespace) -> N
             over_time.scatter([t - start for t in r.steady.sent_times],
                               [v * 1000 for v in r.steady.latencies], s=1, alpha=0.3,
                               label=r.name)
+        points = r.steady.samples
+        if len(points) > 1:
+            start = r.steady.start
+            waits = [(b[2] - a[2]) / (b[0] - a[0]) * 100 for a, b in itertools.pairwise(points)]
+            starved.plot([b[0] - start for b in points[1:]], waits, label=r.name, linewidth=0.8)
         xs, ys = r.rate_series()
         line = rate.plot(xs, ys, label=r.name)[0]
         if "burst" in r.phase_starts:
@@ -578,6 +595,10 @@ def plot(results: list[ServerResult], path: Path, args: argparse.Namespace) -> N
     over_time.set_ylabel("delivery latency (ms, log)")
     over_time.set_title("steady: every delivery's latency by when its message was sent")
     over_time.legend(markerscale=8)
+    starved.set_xlabel("time since the steady phase began (s)")
+    starved.set_ylabel(f"% of each {SAMPLE_S:g} s runnable but waiting for a CPU")
+    starved.set_title("steady: the server's run-queue wait (neighbours on a shared machine)")
+    starved.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
