@@ -88,6 +88,8 @@ def _ice_servers(servers: list[dict[str, Any]]) -> list[Any]:
     out = []
     for server in servers:
         urls = server.get("urls") or server.get("url")
+        if not urls:
+            continue  # config validation is not ours; an entry without URLs is no server
         out.append(RTCIceServer(urls=urls, username=server.get("username"),
                                 credential=server.get("credential")))
     return out

@@ -102,7 +102,7 @@ class RecordingService:
             clients: dict[str, list[Any]] = {}
             for member in r.members.values():
                 uid = getattr(getattr(member, "identity", None), "user_id", None)
-                if uid in consenting:
+                if isinstance(uid, str) and uid in consenting:
                     clients.setdefault(uid, []).append(member)
             return live.status, consenting, clients
 
@@ -363,14 +363,3 @@ def install(service: Any, namespace: Any, recording: RecordingService) -> None:
     namespace.run = run_with_uploader
     namespace.recording = recording
     service.recording = recording
-
-
-def create_namespace(services: Any, *, blobstore: BlobStore | None = None) -> Any:
-    """The `/conversation` namespace, recorded when `[recording] enabled` (daemon product)."""
-    from pratico_daemon.conversation import create_namespace as conversation_namespace
-
-    namespace = conversation_namespace(services)
-    if services.config.recording.enabled:
-        install(namespace.service, namespace,
-                RecordingService(services.config, namespace.service, blobstore=blobstore))
-    return namespace

@@ -19,8 +19,8 @@ import trio
 from pratico_daemon.config import Config
 from pratico_daemon.conversation import service_for
 from pratico_daemon.daemon import Daemon
+from pratico_daemon.recording import create_namespace
 from pratico_daemon.recording.mixer import RATE
-from pratico_daemon.recording.service import create_namespace
 from tests.conftest import RunningDaemon, make_config
 from tests.recording.audio import decode, tone_levels
 from tests.recording.conftest import MotoS3
@@ -320,3 +320,68 @@ async def test_an_upload_cut_by_a_crash_is_done_after_restart_and_published_once
         assert len(await recorded_events(daemon)) == 1
         assert service.recording.uploaded == 1  # type: ignore[attr-defined]
         third.cancel_scope.cancel()
+
+
+class DaemonProcessView:
+    """What `Session` needs of a daemon, for one running as a separate process."""
+
+    def __init__(self, config: Config, line: dict[str, str]) -> None:
+        from pratico_daemon.auth import Authenticator
+
+        self.auth = Authenticator.from_config(config)
+        self.url = line["http"]
+        self.ws_url = line["ws"]
+
+    def token(self, sub: str, role: str = "student") -> str:
+        return self.auth.mint(sub, role, "org1", 3600)
+
+
+async def test_kill_9_with_the_upload_pending_then_restart(
+        nursery: trio.Nursery, tmp_path: Path, moto_s3: MotoS3) -> None:
+    import signal
+    import socket
+
+    from tests.support.process import write_config
+
+    state = tmp_path / "state"
+    folder = state / "recordings"
+    with socket.socket() as sock:  # the object store is down while the first daemon runs
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    config_path = write_config(tmp_path / "daemon.toml", state,
+                               recording=moto_s3.mapping(endpoint_url=dead))
+    process = await start_python_client(nursery, "recording_daemon.py", str(config_path))
+    with trio.fail_after(30):
+        first = DaemonProcessView(recording_config(state, moto_s3), await process.next())
+    session = Session(first)  # type: ignore[arg-type]
+    await session.open(["marie", "jean"])
+    peers = await start_peers(nursery, first, [("marie", 440, True),  # type: ignore[arg-type]
+                                               ("jean", 660, False)])
+    log: list[dict[str, Any]] = []
+    await session.join("marie", True)
+    await session.join("jean", False)
+    await until(peers, log, {("marie", "connected")})
+    await trio.sleep(3)
+    await session.leave("marie")
+    await session.leave("jean")
+    await stop(peers, log)
+    with trio.fail_after(10):
+        while not list(folder.glob("*.pending.json")):  # noqa: ASYNC110 - on disk
+            await trio.sleep(0.1)
+    await trio.sleep(0.5)  # the uploader is retrying against the dead endpoint
+    assert (await session.view())["recordingUrl"] is None
+    process.process.send_signal(signal.SIGKILL)
+    assert await process.wait() == -signal.SIGKILL
+    assert moto_s3.keys() == []
+
+    second = await start(nursery, recording_config(state, moto_s3))
+    session.daemon = second
+    payload = await wait_recorded(second)
+    key = f"recordings/{session.session_id}.ogg"
+    assert moto_s3.keys() == [key]
+    assert payload["participants"] == ["marie"]
+    assert (await session.view())["recordingUrl"] == payload["recordingUrl"]
+    levels = spectrum(decode(moto_s3.get(key)), 0.5, payload["durationSeconds"])
+    assert levels[440] > 0.3 and levels[660] < 0.02, levels
+    assert list(folder.iterdir()) == []
+    second.daemon.request_shutdown()
