@@ -29,13 +29,14 @@ from pratico_daemon.auth import Claims
 from pratico_daemon.classroom import keys
 from pratico_daemon.classroom import rooms as croom
 from pratico_daemon.classroom.analytics import AnalyticsSink
+from pratico_daemon.classroom.checks import checked_fields
 from pratico_daemon.classroom.concurrency import together
 from pratico_daemon.classroom.lessons import LessonBook
 from pratico_daemon.classroom.locks import KeyedLock
 from pratico_daemon.errors import AppError
 from pratico_daemon.rooms.room import Room
 from pratico_daemon.session.namespace import Client, Identity, Namespace
-from pratico_daemon.session.validate import ID, Field, fields, one_of, optional
+from pratico_daemon.session.validate import ID, Field, one_of, optional
 from pratico_daemon.storage.expirations import ExpiryFeed
 from pratico_daemon.storage.protocols import (
     RESYNC,
@@ -355,7 +356,7 @@ class ClassroomNamespace(Namespace):
     # -- client events --------------------------------------------------------------------------
 
     async def join_lesson(self, client: Client, payload: dict[str, Any]) -> Mapping[str, Any]:
-        user_id, lesson_id, role, access_token = fields(
+        user_id, lesson_id, role, access_token = checked_fields(
             payload, user_id=ID, lesson_id=ID, role=one_of("teacher", "student"),
             access_token=optional(TOKEN))
         mine = client.data.get("role")
@@ -480,7 +481,7 @@ class ClassroomNamespace(Namespace):
 
     async def set_student_name(self, client: Client, payload: dict[str, Any]
                                ) -> Mapping[str, Any]:
-        lesson_id, display_name, seat_id, student_id = fields(
+        lesson_id, display_name, seat_id, student_id = checked_fields(
             payload, lesson_id=ID, display_name=DISPLAY_NAME, seat_id=SEAT_ID, student_id=ID)
         if client.data.get("role") != "student":
             raise AppError("forbidden", "only students set their name")
@@ -516,7 +517,7 @@ class ClassroomNamespace(Namespace):
                 "student_id": student_id, "teachers_told": told or 0}
 
     async def logout(self, client: Client, payload: dict[str, Any]) -> Mapping[str, Any]:
-        user_id, org_id = fields(payload, user_id=ID, org_id=ID)
+        user_id, org_id = checked_fields(payload, user_id=ID, org_id=ID)
         if client.data.get("role") != "teacher":
             raise AppError("forbidden", "only a teacher logs out")
         if user_id != client.data["client_id"] or org_id != client.data["org_id"]:
@@ -539,7 +540,7 @@ class ClassroomNamespace(Namespace):
         return {"user_id": user_id}
 
     async def force_logout(self, client: Client, payload: dict[str, Any]) -> Mapping[str, Any]:
-        user_id, org_id = fields(payload, user_id=ID, org_id=ID)
+        user_id, org_id = checked_fields(payload, user_id=ID, org_id=ID)
         if client.data.get("role") != "manager":
             raise AppError("forbidden", "only a manager forces a logout")
         if org_id != client.data["org_id"]:

@@ -16,11 +16,12 @@ from quart import Response
 from pratico_daemon import logs
 from pratico_daemon.auth import Claims
 from pratico_daemon.classroom import keys
+from pratico_daemon.classroom.checks import checked_fields
 from pratico_daemon.classroom.lessons import LessonBook
 from pratico_daemon.errors import AppError
 from pratico_daemon.http.api import ERROR_SCHEMA, json_body, json_response
 from pratico_daemon.http.app import api, bearer_claims, services
-from pratico_daemon.session.validate import ID, Field, fields, optional
+from pratico_daemon.session.validate import ID, Field, optional
 from pratico_daemon.storage.protocols import Conflict, InvalidData, StorageUnavailable, new_event_id
 from pratico_daemon.storage.repos import Lesson, NotFound
 
@@ -69,7 +70,7 @@ def _may_act_on(claims: Claims, org_id: str, teacher_id: str) -> None:
 
 
 def _path_id(name: str, value: str) -> str:
-    (checked,) = fields({name: value}, **{name: ID})
+    (checked,) = checked_fields({name: value}, **{name: ID})
     return checked  # type: ignore[no-any-return]
 
 
@@ -101,7 +102,7 @@ async def _lesson_for(claims: Claims, lesson_id: str) -> Lesson:
 async def create_lesson() -> Response:
     claims = bearer_claims()
     body = await json_body()
-    lesson_id, org_id, teacher_id, title, seat_count = fields(
+    lesson_id, org_id, teacher_id, title, seat_count = checked_fields(
         body, id=optional(ID), org_id=ID, teacher_id=ID, title=optional(TITLE, ""),
         seat_count=optional(SEATS, 0))
     _may_act_on(claims, org_id, teacher_id)
@@ -132,7 +133,7 @@ async def put_attendance(lesson_id: str, student_id: str) -> Response:
     student_id = _path_id("student_id", student_id)
     lesson = await _lesson_for(claims, lesson_id)
     body = await json_body()
-    seat, display_name = fields(body, seat=Field((int,), min_value=1),
+    seat, display_name = checked_fields(body, seat=Field((int,), min_value=1),
                                 display_name=optional(DISPLAY_NAME))
     if seat > lesson.seat_count:
         raise AppError("invalid_payload", f"seat: the lesson has {lesson.seat_count} seats")

@@ -46,6 +46,8 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("student", "set_student_name", with_(NAME, seat_id=True), "seat_id: expected"),
     ("student", "set_student_name", with_(NAME, student_id=[]), "student_id: expected string"),
     ("student", "set_student_name", with_(NAME, lesson_id=HUGE), "lesson_id: longer than 200"),
+    ("student", "join_lesson", with_(JOIN, lesson_id="L\x001"), "lesson_id: contains a NUL"),
+    ("student", "set_student_name", with_(NAME, display_name="A\x00"), "display_name: contains"),
     ("teacher", "logout", {}, "user_id: missing"),
     ("teacher", "logout", with_(OUT, user_id=5), "user_id: expected string"),
     ("teacher", "logout", with_(OUT, org_id=None), "org_id: expected string"),

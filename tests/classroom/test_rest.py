@@ -103,3 +103,15 @@ async def test_bad_requests_are_4xx(daemon: RunningDaemon, method: str, path: st
     assert r.json()["error"]["message"]
     got = await http.get(f"{running.url}/lessons/L1", token=admin)
     assert got.json()["seat_count"] == 2
+
+
+async def test_nul_characters_are_refused_in_both_modes(running: RunningDaemon) -> None:
+    """Postgres cannot store U+0000 and SQLite can: both answer 400 the same way."""
+    admin = running.token("a1", "admin", "org1")
+    r = await http.request("POST", f"{running.url}/lessons", token=admin, json={
+        "org_id": "org1", "teacher_id": "t1", "title": "a\x00b"})
+    assert r.status == 400
+    assert r.json()["error"]["message"] == "title: contains a NUL character"
+    r = await http.get(f"{running.url}/lessons/L%001", token=admin)
+    assert r.status == 400
+    assert r.json()["error"]["code"] == "invalid_payload"
