@@ -86,7 +86,11 @@ class Mixer:
         self.closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
         self._container: Any = av.open(str(path), "w", format="ogg")
-        stream = self._container.add_stream("libopus", rate=RATE)
+        # Constrained VBR: the size stays near `bitrate` whatever the content
+        # (unconstrained, libopus spent ~50 kb/s on steady tones), so an hour is
+        # a predictable ~15 MB.
+        stream = self._container.add_stream("libopus", rate=RATE,
+                                            options={"vbr": "constrained"})
         stream.layout = "mono"
         stream.bit_rate = bitrate
         self._stream: Any = stream
