@@ -5,9 +5,10 @@ question per call; the classroom needs a few combinations of them on every
 `join_lesson` and on presence expiry. `LessonBook` composes those, issuing
 independent calls together so they share the bridge's batches.
 
-A lesson row is read by every join of its 30-odd members within seconds, so
-the book keeps each lesson it read for `CACHE_TTL_S`: a class arriving together
-costs one lesson read, not one per device. Staleness is bounded by that TTL
+A lesson row and its seating are read by every join of its 30-odd members
+within seconds, so the book keeps each lesson and each lesson's seating it
+read for `CACHE_TTL_S`, and concurrent misses share one read: a class arriving
+together costs two reads, not two per device. Staleness is bounded by that TTL
 (a lesson ended by another backend is refused by joins at most that late),
 and this node's own writes (start, end) drop the cached copy at once.
 
@@ -17,6 +18,9 @@ lesson's open quizzes and tasks), and only the call that ended it hears True.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 import trio
@@ -41,35 +45,64 @@ class SeatChange:
 class LessonBook:
     def __init__(self, repo: LessonRepo) -> None:
         self.repo = repo
-        self._cache: dict[str, tuple[float, Lesson]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._loading: dict[tuple[str, str], trio.Event] = {}
 
     def __repr__(self) -> str:
         return f"<LessonBook {self.repo!r}>"
 
+    async def _cached(self, key: tuple[str, str], load: Callable[[], Awaitable[Any]]) -> Any:
+        """`load()`'s value, kept CACHE_TTL_S; concurrent misses wait for one load."""
+        while True:
+            now = trio.current_time()
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+            pending = self._loading.get(key)
+            if pending is None:
+                break
+            await pending.wait()
+            if key not in self._cache:  # the load failed: try ourselves
+                break
+        done = self._loading[key] = trio.Event()
+        try:
+            value = await load()
+            if value is not None:
+                if len(self._cache) >= CACHE_MAX:
+                    self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+                self._cache[key] = (trio.current_time() + CACHE_TTL_S, value)
+            return value
+        finally:
+            del self._loading[key]
+            done.set()
+
     async def get(self, lesson_id: str) -> Lesson | None:
-        """The lesson, from the cache when it was read less than CACHE_TTL_S ago."""
-        now = trio.current_time()
-        cached = self._cache.get(lesson_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        lesson = await self.repo.get(lesson_id)
-        if lesson is not None:
-            if len(self._cache) >= CACHE_MAX:
-                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-            self._cache[lesson_id] = (now + CACHE_TTL_S, lesson)
+        """The lesson, read at most once per CACHE_TTL_S."""
+        lesson: Lesson | None = await self._cached(("lesson", lesson_id),
+                                                   lambda: self.repo.get(lesson_id))
         return lesson
 
+    async def seating(self, lesson_id: str) -> dict[str, int]:
+        """student id → seat of a lesson, read at most once per CACHE_TTL_S."""
+        async def load() -> dict[str, int]:
+            return {a.student_id: a.seat for a in await self.repo.attendance(lesson_id)}
+
+        seating: dict[str, int] = await self._cached(("seating", lesson_id), load)
+        return seating
+
     def forget(self, lesson_id: str) -> None:
-        self._cache.pop(lesson_id, None)
+        """Drop what is cached of a lesson (this node just changed it)."""
+        self._cache.pop(("lesson", lesson_id), None)
+        self._cache.pop(("seating", lesson_id), None)
 
     async def get_with_seat(self, lesson_id: str, student_id: str | None
                             ) -> tuple[Lesson | None, int | None]:
         """The lesson and the student's seat (None: no attendance row)."""
         if student_id is None:
             return await self.get(lesson_id), None
-        lesson, seat = await together(lambda: self.get(lesson_id),
-                                      lambda: self.repo.seat_of(lesson_id, student_id))
-        return lesson, (seat if lesson is not None else None)
+        lesson, seating = await together(lambda: self.get(lesson_id),
+                                         lambda: self.seating(lesson_id))
+        return lesson, (seating.get(student_id) if lesson is not None else None)
 
     async def start(self, lesson_id: str) -> bool:
         self.forget(lesson_id)
@@ -83,6 +116,7 @@ class LessonBook:
         one the upsert replaces.
         """
         previous = await self.repo.seat_of(lesson_id, student_id)
+        self.forget(lesson_id)
         attendance = await self.repo.set_attendance(lesson_id, student_id, seat, display_name)
         return SeatChange(attendance, previous if previous != seat else None)
 
