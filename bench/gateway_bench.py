@@ -409,10 +409,13 @@ async def run_server(kind: ServerKind, args: argparse.Namespace, tmp: Path) -> S
                     phase.latencies += got["latency"]
             result.timeline = list(members.timeline)
             result.phase_starts = {"steady": result.steady.start, "burst": result.burst.start}
-            for child in [*workers, senders]:
-                await child.send("quit")
+            # Stop following before the workers quit: their exit is not an error now.
             nursery.cancel_scope.cancel()
         for child in [*workers, senders]:
+            await child.send("quit")
+        for child in [*workers, senders]:
+            with trio.move_on_after(5):
+                await child.process.wait()
             await child.stop()
     finally:
         await server.stop(grace_s=15.0 if args.profile else 0.0)

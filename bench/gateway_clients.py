@@ -163,6 +163,8 @@ class Worker:
     def poll(self, timeout: float, on_frame: Callable[[Conn, int, bytes, float], None],
              on_command: Callable[[list[str]], None]) -> None:
         for key, _ in self.sel.select(timeout):
+            if not self.running:  # `quit` closed the sockets: nothing more to read
+                return
             conn = key.data
             if conn is None:
                 self._read_stdin(on_command)
