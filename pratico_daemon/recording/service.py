@@ -86,7 +86,19 @@ class RecordingService:
     # -- when to record -------------------------------------------------------------------
 
     async def sync(self, room: Any) -> None:
-        """Make the session's recording match its room's state (see the module docstring)."""
+        """Make the session's recording match its room's state (see the module docstring).
+
+        Never raises: it runs after joins, leaves and consent changes, and a
+        recording that cannot start (disk full, a media library failing) must
+        not turn those into errors; it is logged instead.
+        """
+        try:
+            await self._sync(room)
+        except Exception:
+            log.exception("recording: could not sync session %s",
+                          getattr(room, "room_id", "?"))
+
+    async def _sync(self, room: Any) -> None:
         from pratico_daemon.conversation.lifecycle import SessionStatus
 
         if room is None or getattr(room, "kind", None) != "conversation":
@@ -203,6 +215,8 @@ class RecordingService:
             log.warning("recording of %s interrupted before the session ended; part kept as %s",
                         done.session_id, kept.name)
             return
+        with done.path.open("rb") as written:  # the file is durable before its marker
+            os.fsync(written.fileno())
         marker = {"sessionId": done.session_id, "file": done.path.name,
                   "key": f"{self.key_prefix}{done.session_id}.ogg",
                   "durationSeconds": done.duration_s, "participants": list(done.participants)}
@@ -240,6 +254,12 @@ class RecordingService:
                 except (BlobStoreError, StorageUnavailable, AppError) as exc:
                     log.warning("recording upload of %s failed: %s (retry in %.0fs)",
                                 marker.name, exc, self.retry_s)
+                    failed = True
+                except orjson.JSONDecodeError:
+                    log.error("recording marker %s is unreadable; set aside", marker.name)
+                    marker.rename(marker.with_suffix(".corrupt"))
+                except Exception:  # a bug must not stop the uploads of other sessions
+                    log.exception("recording upload of %s failed", marker.name)
                     failed = True
             with trio.move_on_after(self.retry_s if failed else self.idle_s):
                 await self._wake.wait()

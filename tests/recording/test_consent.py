@@ -114,3 +114,21 @@ async def test_consent_decides_who_is_asked_and_who_may_offer(
     folder = tmp_path / "recordings"
     assert not folder.exists() or list(folder.iterdir()) == []
     assert "session.recorded" not in await b.published_types()
+
+
+async def test_a_recording_that_cannot_start_never_breaks_the_session(
+        b: Bed, autojump_clock: Any, tmp_path: Path) -> None:
+    (tmp_path / "recordings").write_text("a file where the folder should be")
+    slot = await make_slot(b, start=20)
+    await register(b, slot, "marie", "jean")
+    marie = await b.connect("marie")
+    await sleep_until(20.1, b.service.clock)
+    await join(b, slot, "marie", True)
+    await join(b, slot, "jean", True)  # Active: the recorder fails to open its file
+    assert "session-started" in marie.names()
+    assert rec(b).recorders == {}
+    assert marie.of("record-request") == []
+    await consent(b, "jean", False)
+    status, _ = await b.rest("POST", f"/sessions/{b.service.live_by_user['marie']}/leave",
+                             "marie")
+    assert status == 200
