@@ -385,3 +385,37 @@ async def test_kill_9_with_the_upload_pending_then_restart(
     assert levels[440] > 0.3 and levels[660] < 0.02, levels
     assert list(folder.iterdir()) == []
     second.daemon.request_shutdown()
+
+
+async def test_a_daemon_stopped_mid_session_keeps_the_part_and_records_again_after(
+        tmp_path: Path, moto_s3: MotoS3) -> None:
+    state = tmp_path / "state"
+    folder = state / "recordings"
+    async with trio.open_nursery() as nursery:
+        daemon = await start(nursery, recording_config(state, moto_s3))
+        session = Session(daemon)
+        await session.open(["marie", "jean"])
+        peers = await start_peers(nursery, daemon, [("marie", 440, True), ("jean", 660, True)])
+        log: list[dict[str, Any]] = []
+        reply = await session.join("marie", True)
+        reply = await session.join("jean", True)
+        assert {p["userId"] for p in reply["participants"]} == {"marie", "jean"}  # no recorder
+        await until(peers, log, {("marie", "connected"), ("jean", "connected")})
+        await trio.sleep(2)
+        daemon.daemon.request_shutdown()  # SIGTERM: the session is still Active
+        await stop(peers, log)
+    parts = list(folder.iterdir())
+    assert len(parts) == 1 and ".interrupted-" in parts[0].name, parts
+    assert moto_s3.keys() == []
+
+    async with trio.open_nursery() as nursery:
+        daemon = await start(nursery, recording_config(state, moto_s3))
+        session.daemon = daemon
+        service = service_for(daemon.daemon.services)
+        assert service is not None
+        recorders = service.recording.recorders  # type: ignore[attr-defined]
+        with trio.fail_after(10):  # the scheduler reopens the Active session's room
+            while session.session_id not in recorders:  # noqa: ASYNC110 - polling
+                await trio.sleep(0.1)
+        assert await recorded_events(daemon) == []
+        daemon.daemon.request_shutdown()
