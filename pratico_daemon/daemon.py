@@ -33,6 +33,7 @@ from pratico_daemon.services import Services
 from pratico_daemon.session.gateway import Gateway
 from pratico_daemon.session.namespace import Namespace
 from pratico_daemon.storage.checkpointer import Checkpointer
+from pratico_daemon.storage.protocols import StorageError
 from pratico_daemon.storage.stores import open_stores
 from pratico_daemon.transport import FrontListener
 
@@ -47,13 +48,37 @@ PRODUCTS: tuple[Callable[[Services], Namespace], ...] = (
 
 
 async def restore_rooms(svc: Services) -> None:
-    """Bring back every live room from its checkpoint before READY=1 (DESIGN.md)."""
+    """Bring back every live room from its checkpoint (DESIGN.md: before READY=1).
+
+    Raises StorageUnavailable when the checkpoint store does not answer; one
+    room that cannot be restored is logged and skipped.
+    """
     for checkpoint in await svc.stores.checkpoints.list(pratico.KIND):
         try:
             await pratico.restore(svc, checkpoint)
         except Exception:
             log.exception("could not restore room %s", checkpoint.room_id,
                           extra={"room": checkpoint.room_id})
+
+
+async def restore_rooms_when_reachable(svc: Services) -> None:
+    """Restore once the checkpoint store answers; readiness says we are waiting.
+
+    A daemon whose Redis is down at start still serves (health, REST, new rooms)
+    rather than crash-looping under systemd; `/readyz` stays not-ready with a
+    `restore` line until the rooms are back.
+    """
+    delay = 0.2
+    while True:
+        try:
+            await restore_rooms(svc)
+        except StorageError as exc:
+            svc.health.set("restore", False, f"waiting for the checkpoint store: {exc}")
+            await trio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        else:
+            svc.health.set("restore", True)
+            return
 
 
 @attrs.frozen
@@ -159,7 +184,13 @@ class Daemon:
         await nursery.start(gateway.run)
         for namespace in namespaces:
             await nursery.start(namespace.run)
-        await restore_rooms(svc)
+        try:
+            await restore_rooms(svc)
+            svc.health.set("restore", True)
+        except StorageError as exc:
+            log.warning("rooms not restored yet (%s): retrying in the background", exc)
+            svc.health.set("restore", False, f"waiting for the checkpoint store: {exc}")
+            nursery.start_soon(restore_rooms_when_reachable, svc)
         return gateway
 
     async def _drain(

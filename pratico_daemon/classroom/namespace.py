@@ -114,19 +114,32 @@ class ClassroomNamespace(Namespace):
             await nursery.start(self.analytics.run)
             feed = getattr(self.services.stores, "expirations", None)
             if feed is not None:
-                await self._adopt_grace()
+                nursery.start_soon(self._adopt_grace)
                 receive = feed.receive if isinstance(feed, ExpiryFeed) else feed
                 nursery.start_soon(self._watch_expirations, receive)
             task_status.started()
             await trio.sleep_forever()
 
     async def _adopt_grace(self) -> None:
-        """After a restart, teachers left in grace by an earlier run are ours to watch."""
-        for key in await self.presence.scan(keys.ALIVE_PATTERN):
-            parsed = keys.parse_alive(key)
-            if parsed is not None and (await self.presence.hgetall(key)).get(
-                    "state") == "disconnect":
-                self._in_grace.add(parsed)
+        """After a restart, teachers left in grace by an earlier run are ours to watch.
+
+        Redis may not answer yet (the daemon starts without its stores, DESIGN.md):
+        retry with a capped backoff instead of failing the start.
+        """
+        delay = 0.1
+        while True:
+            try:
+                for key in await self.presence.scan(keys.ALIVE_PATTERN):
+                    parsed = keys.parse_alive(key)
+                    if parsed is not None and (await self.presence.hgetall(key)).get(
+                            "state") == "disconnect":
+                        self._in_grace.add(parsed)
+                return
+            except StorageError as exc:
+                log.warning("teachers in grace not adopted yet: %s (retrying in %.1fs)",
+                            exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _watch_expirations(self, receive: trio.MemoryReceiveChannel[str]) -> None:
         async for name in receive:
