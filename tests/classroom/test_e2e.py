@@ -12,12 +12,12 @@ from typing import Any
 
 import orjson
 import trio
-from trio_websocket import open_websocket_url
 
 from tests.classroom.remote import node_client, python_client
 from tests.conftest import RunningDaemon, make_config, start_daemon
 from tests.support import http
 from tests.support.redis import REDIS_URL
+from tests.support.ws import ws_client as open_websocket_url
 
 
 def presence(running: RunningDaemon) -> Any:
