@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/gateway_bench.py [--clients 2000] [--rooms 4] [--members 250]
         [--rate 5] [--seconds 15] [--burst 60] [--window 4] [--peers python-socketio,node]
-        [--repeat 1] [--no-pin] [--profile]
+        [--repeat 1] [--pin] [--nice N] [--profile]
 
 For each server in turn — the daemon (bench/gateway_bench_server.py: a real
 `Daemon`, embedded mode, a "/bench" namespace), python-socketio under uvicorn
@@ -26,8 +26,11 @@ clients speaking Socket.IO over WebSocket (bench/gateway_clients.py):
 The machine is shared, so the figures that matter are the server's CPU time
 (from /proc/PID/task/*/schedstat, nanoseconds on CPU, whatever else runs)
 and RSS (/proc/PID/status), and ratios between servers measured in the same
-run. By default the server is pinned to CPU 0 and the clients to CPU 1
-(`taskset`), as in bench/ws_server_compare.py; --no-pin lets the kernel choose.
+run. The kernel places the processes: on two cores, pinning the clients to
+one core (--pin: server on CPU 0, clients on CPU 1, as in
+bench/ws_server_compare.py) makes the clients' own queueing the floor of the
+latency; --nice -10 (root) gives servers and clients a larger share against
+neighbours, equally for every server.
 
 Prints a table (daemon, each peer, and the peer/daemon ratio) and writes
 bench/results/gateway-bench-<time>.{png,json}: latency distributions of the
@@ -334,9 +337,9 @@ def room_plan(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 async def run_server(kind: ServerKind, args: argparse.Namespace, tmp: Path) -> ServerResult:
     result = ServerResult(kind.name, clients=args.clients)
-    client_cpu = None if args.no_pin else CLIENT_CPU
+    client_cpu = CLIENT_CPU if args.pin else None
     clients_cmd = [PY, str(HERE / "gateway_clients.py")]
-    server = await Child.start(kind.command, kind.name, None if args.no_pin else SERVER_CPU,
+    server = await Child.start(kind.command, kind.name, SERVER_CPU if args.pin else None,
                                args.nice)
     try:
         with trio.fail_after(30):
@@ -670,7 +673,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4, help="unacked says per room (burst)")
     parser.add_argument("--peers", default="python-socketio,node")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server/clients")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin the server to CPU 0 and the clients to CPU 1")
     parser.add_argument("--nice", type=int, default=0,
                         help="run servers and clients at this niceness (negative needs root)")
     parser.add_argument("--profile", action="store_true", help="cProfile the daemon")
