@@ -899,6 +899,9 @@ class PraticoNamespace(Namespace):
             "created_by": claims.sub, "org_id": claims.org_id, "params": params})
         try:
             await self.services.stores.events.append_durable(started)
+        except InvalidData as exc:  # e.g. a NUL character: the caller's data, not an outage
+            await _quietly(repos.rooms.delete(room_uuid))
+            raise AppError("invalid_payload", f"room refused: {exc}") from None
         except StorageError as exc:
             await _quietly(repos.rooms.delete(room_uuid))
             raise AppError("unavailable", f"session could not be recorded: {exc}") from None

@@ -252,3 +252,16 @@ async def test_capsule_document_for_participants_only(http: Http) -> None:
     assert (status, body["error"]["code"]) == (403, "forbidden")
     status, body, _ = await http.send("GET", path)
     assert (status, body["error"]["code"]) == (401, "unauthorized")
+
+
+async def test_nul_character_in_a_room_is_invalid_payload_not_unavailable(tmp_path, nursery):
+    from tests.conftest import make_config, start_daemon
+    from tests.support import http as client
+
+    running = await start_daemon(nursery, make_config(tmp_path / "state"))
+    token = running.token("trainer1", "teacher", "org1")
+    reply = await client.request("POST", f"{running.url}/rooms", token=token, json={
+        "capsule_id": "c", "title": "Nul\u0000room", "capsule_snapshot": {"x": "a\u0000b"}})
+    assert reply.status == 400
+    assert reply.json()["error"]["code"] == "invalid_payload"
+    running.daemon.request_shutdown()
