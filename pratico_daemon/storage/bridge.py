@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -184,8 +185,13 @@ class RedisBridge:
             raise
         finally:
             self._slots.release()
-        assert req.result is not None
-        return req.result.unwrap()  # type: ignore[no-any-return]
+        result = req.result
+        assert result is not None
+        if isinstance(result, outcome.Error):
+            # One failure may settle a whole batch (redis down, store closed): each
+            # caller raises its own copy, since an Outcome unwraps only once.
+            raise copy.copy(result.error)
+        return result.unwrap()  # type: ignore[no-any-return]
 
     async def _expire_overdue(self) -> None:
         """Fail requests past their deadline, queued or in flight (trio-side timeout).
