@@ -42,6 +42,7 @@ already set, so the event exists once, and never before the object does.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,6 +78,8 @@ class RecordingService:
         self.retry_s = retry_s
         self.idle_s = idle_s
         self.recorders: dict[str, SessionRecorder] = {}
+        self._snapshots = itertools.count()
+        self._latest: dict[str, int] = {}
         self.uploaded = 0
         self._wake = trio.Event()
 
@@ -105,7 +108,10 @@ class RecordingService:
             return
         directory = self.conversation.directory
 
-        def snapshot(r: Any) -> tuple[Any, set[str], dict[str, list[Any]]]:
+        def snapshot(r: Any) -> tuple[int, Any, set[str], dict[str, list[Any]]]:
+            # Numbered in the room's order: two syncs whose replies come back out
+            # of order must not let the older one re-admit a withdrawn consent.
+            seq = next(self._snapshots)
             live = r.state
             consenting = {uid for uid, p in live.participants.items()
                           if p.consent and not p.recorder}
@@ -116,13 +122,18 @@ class RecordingService:
                 uid = getattr(getattr(member, "identity", None), "user_id", None)
                 if isinstance(uid, str) and uid in consenting:
                     clients.setdefault(uid, []).append(member)
-            return live.status, consenting, clients
+            return seq, live.status, consenting, clients
 
         try:
-            status, consenting, clients = await room.call(snapshot)
+            seq, status, consenting, clients = await room.call(snapshot)
         except AppError:  # the room has ended: its recorder is finishing by itself
             return
         session_id = room.room_id
+        if seq < self._latest.get(session_id, -1):
+            return  # a newer sync of this session already acted
+        if session_id not in self._latest:
+            room.on_end.append(lambda r: self._latest.pop(r.room_id, None))
+        self._latest[session_id] = seq
         recorder = self.recorders.get(session_id)
         if recorder is not None:
             recorder.consenting = consenting
