@@ -32,12 +32,15 @@ bench/ws_server_compare.py) makes the clients' own queueing the floor of the
 latency; --nice -10 (root) gives servers and clients a larger share against
 neighbours, equally for every server.
 
-Prints a table (daemon, each peer, and the peer/daemon ratio) and writes
-bench/results/gateway-bench-<time>.{png,json}: latency distributions of the
-steady phase and deliveries/s over time. --profile runs the daemon under
-cProfile and prints where its time went (the stats file is kept in
-bench/results/). Every phase is bounded in time; the whole run takes 2–4
-minutes with the defaults.
+Prints a table (daemon, each peer, and the daemon's gain over each: how
+many times better, > 1 when the daemon wins) and writes
+bench/results/gateway-bench-<time>.{png,json}: the steady phase's latency
+distribution, each delivery's latency by send time, the server's run-queue
+wait over time, and deliveries/s over both phases. --profile runs cProfile
+in the daemon during the traffic phases and prints where its time went (the
+stats file is kept in bench/results/). Every phase is bounded in time; the
+whole run takes 3–4 minutes with the defaults.
+docs/discussion/gateway-benchmark.md quotes runs and reads them.
 """
 
 from __future__ import annotations
