@@ -164,9 +164,12 @@ class SessionRecorder:
                             await trio.sleep(TICK_S)
                             self.mixer.advance(trio.current_time())
                 finally:
+                    # The recording ends now, not once the connections are closed
+                    # (up to close_timeout_s later): nothing after this is mixed.
+                    stopped_at = trio.current_time()
                     with trio.CancelScope(shield=True):
                         await self._close_all()
-                    self._finish()
+                    self._finish(stopped_at)
         finally:
             self.done.set()
 
@@ -206,7 +209,7 @@ class SessionRecorder:
         except Exception:
             log.exception("recorder %s: closing a peer connection failed", self.session_id)
 
-    def _finish(self) -> None:
+    def _finish(self, stopped_at: float) -> None:
         mixer = self.mixer
         if mixer is None:
             return
@@ -215,7 +218,7 @@ class SessionRecorder:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             return
-        duration = mixer.close(trio.current_time())
+        duration = mixer.close(stopped_at)
         self.finished = FinishedRecording(self.session_id, self.path, round(duration, 2),
                                           tuple(sorted(self.captured)))
         try:
