@@ -426,3 +426,31 @@ async def test_a_daemon_stopped_mid_session_keeps_the_part_and_records_again_aft
                 await trio.sleep(0.1)
         assert await recorded_events(daemon) == []
         daemon.daemon.request_shutdown()
+
+
+async def test_closing_a_session_never_hangs_even_with_frozen_peers(
+        nursery: trio.Nursery, tmp_path: Path, moto_s3: MotoS3) -> None:
+    import signal
+
+    daemon = await start(nursery, recording_config(tmp_path / "state", moto_s3))
+    session = Session(daemon)
+    await session.open(["marie", "jean"])
+    peers = await start_peers(nursery, daemon, [("marie", 440, True), ("jean", 660, True)])
+    log: list[dict[str, Any]] = []
+    await session.join("marie", True)
+    await session.join("jean", True)
+    await until(peers, log, {("marie", "connected"), ("jean", "connected")})
+    await trio.sleep(1)
+    peers.process.send_signal(signal.SIGSTOP)  # the peers stop answering anything
+    try:
+        started = trio.current_time()
+        await session.leave("marie")
+        await session.leave("jean")
+        payload = await wait_recorded(daemon)
+        # Connections closed (or given up on) within the recorder's 5 s bound.
+        assert trio.current_time() - started < 12
+        assert sorted(payload["participants"]) == ["jean", "marie"]
+    finally:
+        peers.process.send_signal(signal.SIGCONT)
+        await stop(peers, log)
+    daemon.daemon.request_shutdown()
