@@ -15,8 +15,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-class Framing(enum.Enum):
-    """How a member's connection frames events (PROTOCOL.md §1a/§1b)."""
+class Framing(enum.StrEnum):
+    """How a member's connection frames events (PROTOCOL.md §1a/§1b).
+
+    A StrEnum so that the per-delivery frame lookup hashes in C (an Enum's hash
+    is Python code: a third of the fan-out cost, bench/gateway_bench.py).
+    """
 
     SOCKETIO_WS = "socketio-ws"  # WebSocket frame carrying "42/ns,[...]"
     SOCKETIO_POLLING = "socketio-polling"  # Engine.IO packet text, queued for a poll
@@ -45,21 +49,22 @@ class Broadcast:
     the gateway replays what came after it.
     """
 
-    __slots__ = ("_frames", "name", "namespace", "offset", "payload")
+    __slots__ = ("frames", "name", "namespace", "offset", "payload")
 
     def __init__(self, namespace: str, name: str, payload: Mapping[str, Any]) -> None:
         self.namespace = namespace
         self.name = name
         self.payload = payload
         self.offset = next(_OFFSETS)
-        self._frames: dict[Framing, Any] = {}
+        # Encoded frames by framing; members may read it directly on the hot path.
+        self.frames: dict[Framing, Any] = {}
 
     def frame(self, framing: Framing) -> Any:
         try:
-            return self._frames[framing]
+            return self.frames[framing]
         except KeyError:
-            encoded = self._frames[framing] = _ENCODERS[framing](self)
+            encoded = self.frames[framing] = _ENCODERS[framing](self)
             return encoded
 
     def __repr__(self) -> str:
-        return f"<Broadcast {self.namespace} {self.name} encoded={len(self._frames)}>"
+        return f"<Broadcast {self.namespace} {self.name} encoded={len(self.frames)}>"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import collections
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from pratico_daemon.rooms.broadcast import Broadcast, Framing
@@ -30,9 +30,19 @@ class Conduit(Protocol):
     @property
     def framing(self) -> Framing: ...
 
+    def frame_sender(self) -> Callable[[Any], bool]:
+        """The function that sends one encoded frame of `framing` (never blocks)."""
+        ...
+
     def send_broadcast(self, broadcast: Broadcast) -> bool: ...
 
     def disconnect_client(self, client: SessionClient, reason: str) -> None: ...
+
+
+# While attached, only the frames possibly still in flight at a drop matter for
+# recovery (what the kernel had not delivered yet): the last 64 broadcasts. While
+# detached, everything is kept, up to `limits.outbox_messages`.
+ATTACHED_RECENT = 64
 
 
 class ClientState(enum.Enum):
@@ -50,6 +60,7 @@ class SessionClient:
         "_framing",
         "_recent",
         "_recent_limit",
+        "_send",
         "data",
         "identity",
         "namespace",
@@ -82,6 +93,7 @@ class SessionClient:
         self.state = ClientState.ATTACHED
         self._conduit: Conduit | None = conduit
         self._framing = conduit.framing
+        self._send: Callable[[Any], bool] | None = conduit.frame_sender()
         self._recent: collections.deque[Broadcast] | None = None  # made on first delivery
         self._recent_limit = recent_limit
         self._evicted_max = 0
@@ -101,16 +113,19 @@ class SessionClient:
     # -- Client protocol ---------------------------------------------------------------
 
     def deliver(self, broadcast: Broadcast) -> None:
-        if self.state is ClientState.GONE:
-            return
+        # The broadcast hot path: one call per member per event, so kept flat.
         recent = self._recent
         if recent is None:
+            if self.state is ClientState.GONE:
+                return
             recent = self._recent = collections.deque()
-        if len(recent) >= self._recent_limit:
+        send = self._send
+        if len(recent) >= (ATTACHED_RECENT if send is not None else self._recent_limit):
             self._evicted_max = recent.popleft().offset
         recent.append(broadcast)
-        if self._conduit is not None:
-            self._conduit.send_broadcast(broadcast)
+        if send is not None:
+            frame = broadcast.frames.get(self._framing)
+            send(frame if frame is not None else broadcast.frame(self._framing))
 
     def emit(self, name: str, payload: Mapping[str, Any]) -> None:
         self.deliver(Broadcast(self.namespace, name, payload))
@@ -125,6 +140,7 @@ class SessionClient:
         if self.state is ClientState.ATTACHED:
             self.state = ClientState.DETACHED
             self._conduit = None
+            self._send = None
 
     def replay_after(self, offset: int) -> list[Broadcast] | None:
         """What was delivered after `offset`, or None if some of it was evicted."""
@@ -135,9 +151,11 @@ class SessionClient:
     def attach(self, conduit: Conduit) -> None:
         self._conduit = conduit
         self._framing = conduit.framing
+        self._send = conduit.frame_sender()
         self.state = ClientState.ATTACHED
 
     def mark_gone(self) -> None:
         self.state = ClientState.GONE
         self._conduit = None
+        self._send = None
         self._recent = None

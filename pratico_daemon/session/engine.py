@@ -29,6 +29,7 @@ timeout, slow consumer) leaves the clients recoverable for the window.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -70,7 +71,10 @@ class EngineConnection:
     def __init__(self, gateway: Gateway, request: Request, transport: Transport) -> None:
         cfg = gateway.config
         self.gateway = gateway
-        self.request = request
+        # Keep only what later packets need: the handshake objects would cost ~3 KB
+        # per idle connection (bench/gateway_bench.py).
+        self.query = request.query
+        self.origin = request.header("origin")
         self.remote = request.client_ip
         self.eio = EngineIOSession(
             new_id(),
@@ -84,15 +88,13 @@ class EngineConnection:
         self.ws: WebSocket | None = None
         self.clients: dict[str, SessionClient] = {}
         self.bucket = TokenBucket(cfg.limits.rate_per_s, cfg.limits.rate_burst, trio.current_time())
-        self._queue: collections.deque[str] = collections.deque()
+        self._queue: collections.deque[str] | None = None  # polling only, made on first use
         self._queue_limit = cfg.limits.outbox_messages
-        self._queue_changed = trio.Event()
+        self._queue_changed: trio.Event | None = None  # set while a GET waits
         self._polling_busy = False
         self._upgrade_ws: WebSocket | None = None
-        self._upgraded = trio.Event()
-        self._closed = trio.Event()
+        self.closed = False
         self._goodbye = False
-        self._heartbeat_wake = trio.Event()
 
     def __repr__(self) -> str:
         return (f"<EngineConnection {self.sid} {self.eio.state.name} {self.eio.transport.value} "
@@ -111,8 +113,8 @@ class EngineConnection:
         return cls(gateway, request, Transport.POLLING)
 
     def _register(self) -> None:
+        """Known to the gateway: found by `sid` (polling, upgrade) and pinged by its heartbeat."""
         self.gateway.engines[self.sid] = self
-        self.gateway.spawn(self._heartbeat)
 
     # -- the Conduit side (what clients and rooms call) ------------------------------------
 
@@ -121,6 +123,11 @@ class EngineConnection:
         if self.ws is not None:
             return Framing.SOCKETIO_WS
         return Framing.SOCKETIO_POLLING
+
+    def frame_sender(self) -> Callable[[Any], bool]:
+        if self.ws is not None:
+            return self.ws.send_frame_nowait
+        return self._enqueue
 
     def send_broadcast(self, broadcast: Broadcast) -> bool:
         if self.ws is not None:
@@ -142,18 +149,25 @@ class EngineConnection:
         self.gateway.spawn(self.gateway.client_lost, client, explicit=True, reason=reason)
 
     def _enqueue(self, text: str) -> bool:
-        if self._closed.is_set():
+        if self.closed:
             return False
-        if len(self._queue) >= self._queue_limit:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = collections.deque()
+        if len(queue) >= self._queue_limit:
             log.warning("closing %s: slow consumer (polling queue full)", self.sid,
                         extra={"conn": self.sid, "code": "slow_consumer", "peer": self.remote})
             self.gateway.services.metrics.slow_consumer_disconnects.inc()
-            self._queue.clear()
+            queue.clear()
             self._end("slow consumer", explicit=False)
             return False
-        self._queue.append(text)
-        self._queue_changed.set()
+        queue.append(text)
+        self._wake_poll()
         return True
+
+    def _wake_poll(self) -> None:
+        if self._queue_changed is not None:
+            self._queue_changed.set()
 
     # -- WebSocket transport -----------------------------------------------------------
 
@@ -166,7 +180,7 @@ class EngineConnection:
 
     async def run_upgrade(self, ws: WebSocket) -> None:
         """A WebSocket that upgrades this polling session (`sid=` in its URL)."""
-        if self.ws is not None or self._upgrade_ws is not None or self._closed.is_set():
+        if self.ws is not None or self._upgrade_ws is not None or self.closed:
             await ws.aclose(_POLICY, "session already upgraded or closed")
             return
         self._upgrade_ws = ws
@@ -175,7 +189,7 @@ class EngineConnection:
     async def _read_websocket(self, ws: WebSocket) -> None:
         explicit = False
         try:
-            while not self._closed.is_set():
+            while not self.closed:
                 frame = await ws.receive()
                 try:
                     actions = self.eio.receive_frame(
@@ -212,9 +226,10 @@ class EngineConnection:
             return Response.error(400, "invalid_payload", "one GET at a time per session")
         self._polling_busy = True
         try:
-            while not self._queue and not self._closed.is_set():
+            while not self._queue and not self.closed and self.ws is None:
                 self._queue_changed = trio.Event()
                 await self._queue_changed.wait()
+            self._queue_changed = None
             if self._queue:
                 packets = list(self._queue)
                 self._queue.clear()
@@ -226,7 +241,7 @@ class EngineConnection:
 
     async def post(self, body: bytes) -> Response:
         """A polling POST: the client's packets (several, separated by \\x1e)."""
-        if self._closed.is_set():
+        if self.closed:
             return Response.error(400, "invalid_payload", "session closed")
         try:
             actions = self.eio.receive_payload(body, trio.current_time())
@@ -241,7 +256,7 @@ class EngineConnection:
 
     def _text_response(self, text: str) -> Response:
         headers: list[tuple[str, str]] = []
-        origin = self.request.header("origin")
+        origin = self.origin
         if origin:  # browsers: allow the page's own origin, with cookies
             headers += [("access-control-allow-origin", origin),
                         ("access-control-allow-credentials", "true")]
@@ -267,13 +282,13 @@ class EngineConnection:
         assert ws is not None
         self.ws = ws
         self._upgrade_ws = None
-        pending = list(self._queue)
-        self._queue.clear()
+        pending = list(self._queue or ())
+        self._queue = None
         for text in pending:
             ws.send_frame_nowait(encode_text_frame(text))
         for client in self.clients.values():
             client.attach(self)  # framing changes from polling to websocket
-        self._queue_changed.set()  # a GET still waiting returns (with "1": session moved)
+        self._wake_poll()  # a GET still waiting returns ("6": the session moved)
 
     # -- Socket.IO packets -------------------------------------------------------------
 
@@ -312,7 +327,7 @@ class EngineConnection:
         resume = _resume_from(auth)
         try:
             opened = await self.gateway.open_client(
-                self, ns, auth, self.request.query, self.remote, resume
+                self, ns, auth, self.query, self.remote, resume
             )
         except AppError as exc:
             self.gateway.refused(exc.code)
@@ -351,25 +366,19 @@ class EngineConnection:
 
     # -- heartbeat and the end ---------------------------------------------------------
 
-    async def _heartbeat(self) -> None:
+    def heartbeat(self, now: float) -> None:
+        """Called by the gateway's heartbeat task: ping when due, end on a missed pong."""
         eio = self.eio
-        while not self._closed.is_set():
-            with trio.move_on_at(eio.next_deadline()):
-                await self._closed.wait()
-                return
-            now = trio.current_time()
-            if eio.timed_out(now):
-                log.info("closing %s: ping timeout", self.sid, extra={"conn": self.sid})
-                self._end("ping timeout", explicit=False)
-                return
-            if eio.ping_due(now):
-                self.send_text(eio.send_ping(now))
+        if eio.timed_out(now):
+            log.info("closing %s: ping timeout", self.sid, extra={"conn": self.sid})
+            self._end("ping timeout", explicit=False)
+        elif eio.ping_due(now):
+            self.send_text(eio.send_ping(now))
 
     def going_away(self) -> None:
         """Drain: ask the client to reconnect (Engine.IO close for polling; 1001 for WS)."""
-        if self.ws is None and not self._closed.is_set():
-            self._queue.append("1")
-            self._queue_changed.set()
+        if self.ws is None and not self.closed:
+            self._enqueue("1")
         self._end("server shutting down", explicit=False)
 
     def _close_with(self, code: int, reason: str) -> None:
@@ -379,10 +388,10 @@ class EngineConnection:
 
     def _end(self, reason: str, *, explicit: bool) -> None:
         """Close the session once; tell the gateway what happened to each client."""
-        if self._closed.is_set():
+        if self.closed:
             return
-        self._closed.set()
-        self._queue_changed.set()
+        self.closed = True
+        self._wake_poll()
         if self.eio.state is not engineio.SessionState.CLOSED:
             self.eio.close(reason)
         self.gateway.engines.pop(self.sid, None)

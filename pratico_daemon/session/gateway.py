@@ -76,11 +76,26 @@ class Gateway:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the nursery for heartbeats, recovery timers and deferred closes."""
+        """Own the nursery for the heartbeat, recovery timers and deferred closes."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._heartbeat)
             task_status.started(self)
             await trio.sleep_forever()
+
+    async def _heartbeat(self) -> None:
+        """One task pings every Engine.IO session (not one task per session: ~3 KB each).
+
+        It wakes a few times per interval, so a ping goes out at most a quarter
+        interval late and a dead peer is dropped at most a quarter timeout late.
+        """
+        eio = self.config.engineio
+        tick = min(1.0, eio.ping_interval_s / 4, eio.ping_timeout_s / 4)
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for engine in list(self.engines.values()):
+                engine.heartbeat(now)
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> None:
         """Run `fn(*args, **kwargs)` in the gateway's nursery, failures logged and contained."""

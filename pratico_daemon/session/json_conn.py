@@ -22,6 +22,7 @@ with 1009 (the WebSocket core enforces that before we see it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -63,6 +64,9 @@ class JsonConnection:
         return f"<JsonConnection {self.ws.id} {self.namespace} {self.client}>"
 
     # -- Conduit -------------------------------------------------------------------------
+
+    def frame_sender(self) -> Callable[[Any], bool]:
+        return self.ws.send_frame_nowait
 
     def send_broadcast(self, broadcast: Broadcast) -> bool:
         return self.ws.send_frame_nowait(broadcast.frame(Framing.JSON_WS))
