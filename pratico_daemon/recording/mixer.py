@@ -39,6 +39,7 @@ synthetic frames with synthetic times.
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -261,3 +262,54 @@ class Mixer:
         frame.pts = pts
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
+
+
+def concatenate(paths: list[Path], out: Path, *, bitrate: int = 32_000) -> float:
+    """Join recordings one after the other into `out` (Opus/Ogg); return its duration.
+
+    Used when a daemon restart split a session's recording into parts. The
+    parts are decoded and encoded again as a stream (a few seconds of CPU per
+    hour, memory bounded by one decoded frame): a plain remux would have to
+    reconcile each part's Opus pre-skip and granule positions. Blocking: run it
+    in a worker thread.
+    """
+    container: Any = av.open(str(out), "w", format="ogg")
+    try:
+        stream = container.add_stream("libopus", rate=RATE, options={"vbr": "constrained"})
+        stream.layout = "mono"
+        stream.bit_rate = bitrate
+        written = 0
+        pending = np.zeros(0, dtype=np.float32)
+
+        def encode(samples: np.ndarray) -> None:
+            nonlocal written
+            frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt",
+                                               layout="mono")
+            frame.sample_rate = RATE
+            frame.time_base = _TIME_BASE
+            frame.pts = written
+            written += len(samples)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+
+        for path in paths:
+            source: Any = av.open(str(path))
+            try:
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+                # chain(…, [None]): frames one at a time, then the resampler's flush.
+                for frame in itertools.chain(source.decode(audio=0), [None]):
+                    for chunk in resampler.resample(frame):
+                        pending = np.concatenate([pending, chunk.to_ndarray().reshape(-1)])
+                        whole = len(pending) - len(pending) % FRAME
+                        for offset in range(0, whole, FRAME):
+                            encode(pending[offset:offset + FRAME])
+                        pending = pending[whole:].copy()
+            finally:
+                source.close()
+        if len(pending):
+            encode(np.concatenate([pending, np.zeros(FRAME - len(pending), np.float32)]))
+        for packet in stream.encode(None):
+            container.mux(packet)
+    finally:
+        container.close()
+    return written / RATE

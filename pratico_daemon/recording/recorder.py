@@ -32,7 +32,7 @@ When the recorder is cancelled (the session's room ended, or the daemon is
 stopping) it closes every connection (shielded, at most `close_timeout_s`:
 closing a session never hangs), finishes the file and hands the result to
 `on_finished` (the uploader's queue). A recorder that never received a frame
-leaves no file.
+leaves no file (`path` None).
 
 The recorder is not a participant: it has no row in `participants`, is
 never counted toward occupancy or `maxParticipants`, and never appears in
@@ -67,7 +67,7 @@ class FinishedRecording:
     """A closed recording file, ready to upload."""
 
     session_id: str
-    path: Path
+    path: Path | None  # None: nobody's audio was captured (no file)
     duration_s: float
     participants: tuple[str, ...]
 
@@ -217,10 +217,11 @@ class SessionRecorder:
             mixer.abort()
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-            return
-        duration = mixer.close(stopped_at)
-        self.finished = FinishedRecording(self.session_id, self.path, round(duration, 2),
-                                          tuple(sorted(self.captured)))
+            self.finished = FinishedRecording(self.session_id, None, 0.0, ())
+        else:
+            duration = mixer.close(stopped_at)
+            self.finished = FinishedRecording(self.session_id, self.path, round(duration, 2),
+                                              tuple(sorted(self.captured)))
         try:
             self.on_finished(self.finished)
         except Exception:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -211,41 +212,51 @@ class RecordingService:
     # -- after the end: the pending marker, the upload, the event -------------------------
 
     def _finished(self, done: FinishedRecording, room: Any) -> None:
-        """The recorder closed its file: make the upload durable (marker), wake the uploader.
+        """The recorder stopped: make the upload durable (marker), wake the uploader.
 
-        Only for a session that ended: a recorder stopped because the daemon is
-        stopping mid-session keeps its part under another name and publishes
-        nothing (the session goes on after the restart; see docs/recording.md).
+        A recorder stopped while its session goes on (the daemon is stopping)
+        keeps its file as a *part* (`<session>.part-<ns>.ogg` with a `.json`
+        saying who is in it and how long it is) and publishes nothing. When the
+        session ends, its parts and the last file make one pending upload; the
+        uploader joins them (`mixer.concatenate`) before uploading.
         """
         from pratico_daemon.conversation.lifecycle import SessionStatus
 
         if getattr(room.state, "status", None) is not SessionStatus.ENDED:
-            kept = done.path.with_name(f"{done.session_id}.interrupted-{os.getpid()}-"
-                                       f"{int(trio.current_time() * 1000)}.ogg")
-            os.replace(done.path, kept)
+            if done.path is None:
+                return
+            part = done.path.with_name(f"{done.session_id}.part-{time.time_ns()}.ogg")
+            _fsync_file(done.path)
+            _write_atomically(part.with_suffix(".json"), {
+                "durationSeconds": done.duration_s, "participants": list(done.participants)})
+            os.replace(done.path, part)
+            _fsync_dir(self.folder)
             log.warning("recording of %s interrupted before the session ended; part kept as %s",
-                        done.session_id, kept.name)
+                        done.session_id, part.name)
             return
-        with done.path.open("rb") as written:  # the file is durable before its marker
-            os.fsync(written.fileno())
-        marker = {"sessionId": done.session_id, "file": done.path.name,
+        files: list[str] = []
+        duration = 0.0
+        participants: set[str] = set()
+        for part in sorted(self.folder.glob(f"{done.session_id}.part-*.ogg")):
+            files.append(part.name)
+            with contextlib.suppress(OSError, orjson.JSONDecodeError):
+                meta = orjson.loads(part.with_suffix(".json").read_bytes())
+                duration += float(meta.get("durationSeconds", 0.0))
+                participants.update(meta.get("participants", []))
+        if done.path is not None:
+            _fsync_file(done.path)  # the file is durable before its marker
+            files.append(done.path.name)
+            duration += done.duration_s
+            participants.update(done.participants)
+        if not files:
+            return
+        marker = {"sessionId": done.session_id, "files": files,
                   "key": f"{self.key_prefix}{done.session_id}.ogg",
-                  "durationSeconds": done.duration_s, "participants": list(done.participants)}
-        final = self.folder / f"{done.session_id}{PENDING_SUFFIX}"
-        temp = final.with_suffix(".tmp")
-        with temp.open("wb") as out:
-            out.write(orjson.dumps(marker))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, final)
-        with contextlib.suppress(OSError):  # the rename itself durable
-            fd = os.open(self.folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        log.info("recording of %s finished: %.1fs, %s", done.session_id, done.duration_s,
-                 ", ".join(done.participants))
+                  "durationSeconds": round(duration, 2), "participants": sorted(participants)}
+        _write_atomically(self.folder / f"{done.session_id}{PENDING_SUFFIX}", marker)
+        _fsync_dir(self.folder)
+        log.info("recording of %s finished: %.1fs in %d part(s), %s", done.session_id,
+                 duration, len(files), ", ".join(sorted(participants)))
         self._wake.set()
 
     def pending(self) -> list[Path]:
@@ -278,11 +289,14 @@ class RecordingService:
     async def upload(self, marker_path: Path) -> str:
         """Upload one pending recording, then record its URL and event; return the URL."""
         marker = orjson.loads(await trio.Path(marker_path).read_bytes())
-        path = self.folder / marker["file"]
+        files = marker.get("files") or [marker["file"]]
         key = marker["key"]
         repo = self.conversation.repo
         if repo is None:
             raise AppError("unavailable", "the conversation store is not open yet")
+        if len(files) > 1:
+            files = await self._join_parts(marker_path, marker, files)
+        path = self.folder / files[0]
         if await trio.Path(path).exists():
             url = await self.blobstore.put_file(key, path, CONTENT_TYPE)
         elif await self.blobstore.exists(key):  # uploaded, then crashed before the cleanup
@@ -302,6 +316,52 @@ class RecordingService:
         self.uploaded += 1
         log.info("recording of %s uploaded to %s", marker["sessionId"], url)
         return str(url)
+
+    async def _join_parts(self, marker_path: Path, marker: dict[str, Any],
+                          files: list[str]) -> list[str]:
+        """Join a session's parts into one file; the marker then names only that file.
+
+        Crash-safe in this order: the joined file is written and fsynced, the
+        marker is replaced, and only then are the parts deleted.
+        """
+        from pratico_daemon.recording.mixer import concatenate
+
+        joined = self.folder / f"{marker['sessionId']}.joined.ogg"
+        paths = [self.folder / name for name in files]
+        present = [p for p in paths if p.exists()]
+        duration = await trio.to_thread.run_sync(concatenate, present, joined)
+        await trio.to_thread.run_sync(_fsync_file, joined)
+        marker = {**marker, "files": [joined.name], "durationSeconds": round(duration, 2)}
+        await trio.to_thread.run_sync(_write_atomically, marker_path, marker)
+        for path in paths:
+            for leftover in (path, path.with_suffix(".json")):
+                with contextlib.suppress(FileNotFoundError):
+                    await trio.Path(leftover).unlink()
+        return [joined.name]
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as written:
+        os.fsync(written.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in `folder` durable (best effort: not every filesystem allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_atomically(path: Path, value: Any) -> None:
+    temp = path.with_name(path.name + ".tmp")
+    with temp.open("wb") as out:
+        out.write(orjson.dumps(value))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, path)
 
 
 async def record_url(repo: Any, session_id: str, url: str, payload: Mapping[str, Any]) -> bool:

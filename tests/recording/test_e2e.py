@@ -394,7 +394,7 @@ async def test_kill_9_with_the_upload_pending_then_restart(
     second.daemon.request_shutdown()
 
 
-async def test_a_daemon_stopped_mid_session_keeps_the_part_and_records_again_after(
+async def test_a_daemon_stopped_mid_session_keeps_the_part_and_joins_it_at_the_end(
         tmp_path: Path, moto_s3: MotoS3) -> None:
     state = tmp_path / "state"
     folder = state / "recordings"
@@ -407,12 +407,14 @@ async def test_a_daemon_stopped_mid_session_keeps_the_part_and_records_again_aft
         reply = await session.join("marie", True)
         reply = await session.join("jean", True)
         assert {p["userId"] for p in reply["participants"]} == {"marie", "jean"}  # no recorder
+        first_at = trio.current_time()
         await until(peers, log, {("marie", "connected"), ("jean", "connected")})
         await trio.sleep(2)
         daemon.daemon.request_shutdown()  # SIGTERM: the session is still Active
         await stop(peers, log)
-    parts = list(folder.iterdir())
-    assert len(parts) == 1 and ".interrupted-" in parts[0].name, parts
+    first_part = trio.current_time() - first_at
+    parts = sorted(p.name for p in folder.iterdir())
+    assert len(parts) == 2 and parts[0].endswith(".json") and ".part-" in parts[1], parts
     assert moto_s3.keys() == []
 
     async with trio.open_nursery() as nursery:
@@ -425,6 +427,28 @@ async def test_a_daemon_stopped_mid_session_keeps_the_part_and_records_again_aft
             while session.session_id not in recorders:  # noqa: ASYNC110 - polling
                 await trio.sleep(0.1)
         assert await recorded_events(daemon) == []
+        # Only jean comes back: the second part has his tone alone.
+        peers = await start_peers(nursery, daemon, [("jean", 660, True)])
+        log = []
+        await until(peers, log, {("jean", "connected")})
+        second_at = trio.current_time()
+        await trio.sleep(2)
+        await session.leave("marie")
+        await session.leave("jean")
+        second_part = trio.current_time() - second_at
+        await stop(peers, log)
+        payload = await wait_recorded(daemon)
+        assert payload["participants"] == ["jean", "marie"]
+        audio = decode(moto_s3.get(f"recordings/{session.session_id}.ogg"))
+        seconds = len(audio) / RATE
+        assert abs(payload["durationSeconds"] - seconds) < 0.5
+        assert seconds > first_part and seconds >= second_part + 2, (seconds, first_part)
+        assert seconds <= 1.1 * (first_part + second_part) + 6  # + ICE before the 2nd tone
+        head = spectrum(audio, 0.3, first_part - 0.5)
+        tail = spectrum(audio, seconds - 1.8, seconds - 0.3)
+        assert head[440] > 0.3 and head[660] > 0.3, head
+        assert tail[660] > 0.3 and tail[440] < 0.02, tail
+        assert list(folder.iterdir()) == []
         daemon.daemon.request_shutdown()
 
 
