@@ -170,14 +170,16 @@ class Room:
         """Deliver `name(payload)` to every member (or `only` those), encoded once per framing."""
         self._broadcasts += 1
         message = Broadcast(self.namespace, name, payload)
-        skip = set(exclude)
+        members = self.members
         if only is None:
-            targets: Iterable[Member] = list(self.members.values())
+            targets: Iterable[Member] = list(members.values())
         else:
-            targets = [self.members[m] for m in only if m in self.members]
-        for member in targets:
-            if member.member_id not in skip:
-                member.deliver(message)
+            targets = [members[m] for m in only if m in members]
+        skip = set(exclude)
+        if skip:
+            targets = [m for m in targets if m.member_id not in skip]
+        for member in targets:  # the hot loop: one call per member, nothing else
+            member.deliver(message)
         return message
 
     def end(self) -> None:
