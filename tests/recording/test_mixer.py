@@ -109,3 +109,22 @@ def test_memory_stays_bounded_and_late_or_far_frames_are_dropped(tmp_path: Path)
     assert mixer.dropped_samples > 0
     assert abs(mixer.close(now) - 60.0) < 0.1
     assert abs(len(decode(path)) / RATE - 60.0) < 1.0
+
+
+def test_parts_are_joined_in_order(tmp_path: Path) -> None:
+    from pratico_daemon.recording.mixer import concatenate
+
+    paths = []
+    for n, freq in enumerate((440, 660)):
+        mixer = Mixer(tmp_path / f"part{n}.ogg", start=0.0)
+        feed(mixer, frames_at("a", freq, 0.0, 2.0))
+        mixer.close(2.0)
+        paths.append(mixer.path)
+    duration = concatenate(paths, tmp_path / "joined.ogg")
+    audio = decode(tmp_path / "joined.ogg")
+    assert abs(duration - 4.0) < 0.15
+    assert abs(len(audio) / RATE - duration) < 0.1
+    first = tone_levels(audio[int(0.3 * RATE):int(1.7 * RATE)], TONES)
+    second = tone_levels(audio[int(2.3 * RATE):int(3.7 * RATE)], TONES)
+    assert first[440] > 0.5 and first[660] < 0.05, first
+    assert second[660] > 0.5 and second[440] < 0.05, second
