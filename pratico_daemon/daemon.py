@@ -23,7 +23,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from pratico_daemon import __version__, classroom, conversation, logs, pratico
+from pratico_daemon import __version__, classroom, logs, pratico, recording
 from pratico_daemon.auth import Authenticator
 from pratico_daemon.config import Config
 from pratico_daemon.http.app import create_app
@@ -42,7 +42,7 @@ log = logs.get("daemon")
 PRODUCTS: tuple[Callable[[Services], Namespace], ...] = (
     classroom.create_namespace,
     pratico.create_namespace,
-    conversation.create_namespace,
+    recording.create_namespace,  # /conversation, recorded when [recording] enabled
 )
 """The namespaces this daemon serves (tests may pass their own to `Daemon`)."""
 

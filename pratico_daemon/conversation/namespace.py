@@ -42,9 +42,17 @@ class ConversationNamespace(Namespace):
         return f"<ConversationNamespace {len(self.directory)} clients>"
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The service (scheduler, relay, consumer) and, when recording, the uploader."""
         from pratico_daemon.conversation.backend import run_service
 
-        await run_service(self.services, self.service, task_status=task_status)
+        recording = self.service.recording
+        if recording is None:
+            await run_service(self.services, self.service, task_status=task_status)
+            return
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_service, self.services, self.service)
+            await nursery.start(recording.run)  # needs the backend run_service attached
+            task_status.started()
 
     async def connect(self, client: Client, auth: Mapping[str, Any]) -> Mapping[str, Any] | None:
         if client.identity.user_id is None:

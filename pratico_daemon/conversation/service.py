@@ -18,6 +18,7 @@ long as its slot has not ended).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -84,6 +85,9 @@ class ConversationService:
         self.relay: OutboxRelay | None = None
         self._tick_wake = trio.Event()
         self.ticks = 0
+        # Issue 8: a `recording.service.RecordingService` when `[recording] enabled`;
+        # told (`sync(room)`) after every change that may start or stop a recording.
+        self.recording: Any = None
 
     def __repr__(self) -> str:
         return f"<ConversationService {len(self.live_by_user)} users live>"
@@ -122,6 +126,7 @@ class ConversationService:
             return None
         room = self.rooms.get(session.id)
         if room is not None:
+            await self._sync_recording(room)
             return room
         fresh: list[Room] = []
 
@@ -137,7 +142,13 @@ class ConversationService:
         room = await self.rooms.open(session.id, factory)
         if fresh and fresh[0] is room:
             await room.call(commands.adopt(self))
+        await self._sync_recording(room)
         return room
+
+    async def _sync_recording(self, room: Room | None) -> None:
+        """Start, extend or stop the session's recording to match its state (issue 8)."""
+        if self.recording is not None and room is not None:
+            await self.recording.sync(room)
 
     async def _mirror(self, change: Change) -> None:
         """Tell a session's room what a transaction did to it.
@@ -156,6 +167,7 @@ class ConversationService:
                 await room.call(commands.apply_leave(self, change.user_id, change.transition))
             elif change.transition is not None and change.transition.reason is not None:
                 await room.call(commands.apply_end(self, change.transition.reason.value))
+            await self._sync_recording(room)
         except AppError as exc:
             if exc.code not in ("not_found", "session_ended"):
                 raise
@@ -244,6 +256,7 @@ class ConversationService:
         room = self.rooms.get(session_id)
         if room is not None:
             await room.call(commands.apply_media(self, user_id, view))
+            await self._sync_recording(room)
         return {**view.wire(), "recordingConsent": view.consent, "sessionId": session_id}
 
     async def session_view(self, user_id: str, role: str, session_id: str) -> dict[str, Any]:
@@ -277,6 +290,10 @@ class ConversationService:
         room = self.rooms.get(session_id) if session_id else None
         if room is not None:
             room.call_nowait(commands.attach(self, client))
+            if self.recording is not None and room.nursery is not None:
+                # Queued behind the attach; a closing room refuses new tasks.
+                with contextlib.suppress(RuntimeError):
+                    room.nursery.start_soon(self.recording.sync, room)
 
     def client_gone(self, client: Any) -> None:
         for room in self.rooms.rooms("conversation"):

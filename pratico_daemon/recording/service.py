@@ -397,60 +397,10 @@ async def record_url(repo: Any, session_id: str, url: str, payload: Mapping[str,
 def install(service: Any, namespace: Any, recording: RecordingService) -> None:
     """Attach `recording` to a conversation service and namespace.
 
-    Registers `record-offer` / `record-ice-candidate`, runs the uploader with
-    the namespace, and calls `recording.sync(room)` after each operation that
-    changes a session room. The last part wraps the service's methods on this
-    instance only; it goes away once the conversation service calls
-    `recording.sync` at those places itself (the hooks listed in
-    docs/recording.md).
+    Registers `record-offer` / `record-ice-candidate` on the namespace; the
+    conversation service then calls `recording.sync(room)` after each change to
+    a session room, and the namespace runs the uploader (`recording.run`).
     """
     recording.register_events(namespace)
-    rooms = service.rooms
-
-    def room_of(session_id: str | None) -> Any:
-        return rooms.get(session_id) if session_id and service.rooms is not None else None
-
-    mirror, set_media = service._mirror, service.set_media
-    connected, open_room = service.client_connected, service.open_room
-
-    async def mirror_then_sync(change: Any) -> None:
-        await mirror(change)
-        await recording.sync(room_of(change.session.id))
-
-    async def set_media_then_sync(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        result: dict[str, Any] = await set_media(*args, **kwargs)
-        await recording.sync(room_of(result.get("sessionId")))
-        return result
-
-    def connected_then_sync(client: Any) -> Any:
-        # `client_connected` never blocks (it queues the attach): the sync that
-        # follows runs as a short task in the session room's nursery, queued
-        # behind the attach.
-        result = connected(client)
-        room = room_of(service.live_by_user.get(client.identity.user_id))
-        if room is not None and room.nursery is not None:
-            with contextlib.suppress(RuntimeError):  # the room is closing
-                room.nursery.start_soon(recording.sync, room)
-        return result
-
-    async def open_room_then_sync(session: Any) -> Any:
-        room = await open_room(session)
-        if room is not None:
-            await recording.sync(room)
-        return room
-
-    service._mirror = mirror_then_sync
-    service.set_media = set_media_then_sync
-    service.client_connected = connected_then_sync
-    service.open_room = open_room_then_sync
-    namespace_run = namespace.run
-
-    async def run_with_uploader(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(namespace_run)  # the backend is attached once it started
-            await nursery.start(recording.run)
-            task_status.started()
-
-    namespace.run = run_with_uploader
     namespace.recording = recording
     service.recording = recording
