@@ -25,7 +25,8 @@ tells whether the server sends expiry events anyway; `/readyz` shows
 `redis_notifications` not ok when it does not. The subscription connection is
 named (`CLIENT SETNAME`, see `KeyspaceSubscription.name`), reads with a
 timeout and PINGs when idle: a killed or silently dead connection is noticed
-within about two `health_interval_s`, re-established with backoff, counted in
+within about three `health_interval_s` (a PING when idle, two intervals for
+its PONG), re-established with backoff, counted in
 `pratico_subscription_restarts_total`, reported under `redis` in `/readyz`,
 and followed by a RESYNC on the expirations channel (see expirations.py).
 """
@@ -440,10 +441,14 @@ class KeyspaceSubscription:
                 )
                 now = loop.time()
                 if msg is None:
+                    # A PONG gets two intervals: one stalled loop step (a GC pass, a
+                    # burst of work) must not flap the subscription and lose events.
                     if ping_sent is not None:
-                        raise redis.exceptions.TimeoutError(
-                            f"no PONG within {self.health_interval_s:g}s"
-                        )
+                        if now - ping_sent >= 2 * self.health_interval_s:
+                            raise redis.exceptions.TimeoutError(
+                                f"no PONG within {2 * self.health_interval_s:g}s"
+                            )
+                        continue
                     await conn.send_command("PING")
                     ping_sent = now
                     continue
@@ -451,7 +456,7 @@ class KeyspaceSubscription:
                     self._deliver(msg[2])
                 elif msg[0] == b"pong":
                     ping_sent = None
-                if ping_sent is not None and now - ping_sent > 2 * self.health_interval_s:
+                if ping_sent is not None and now - ping_sent > 3 * self.health_interval_s:
                     raise redis.exceptions.TimeoutError("PONG overdue")
         finally:
             await conn.disconnect()

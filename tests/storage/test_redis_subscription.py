@@ -13,7 +13,7 @@ from tests.support.redis import RawRedis, TcpProxy, make_services, redis_config,
 
 
 async def next_expiry(stores: RedisStores, *, skip_resync: bool = True) -> str:
-    with trio.fail_after(5):
+    with trio.fail_after(10):
         while True:
             name = await stores.expirations.receive()
             if name != RESYNC or not skip_resync:
