@@ -107,7 +107,10 @@ class Gateway:
             except Exception:
                 log.exception("gateway task %s failed", getattr(fn, "__name__", fn))
 
-        self._nursery.start_soon(guarded)
+        try:
+            self._nursery.start_soon(guarded)
+        except RuntimeError:  # the daemon is past its drain: nothing left to tell
+            log.debug("gateway closed; %s not run", getattr(fn, "__name__", fn))
 
     def handlers(self) -> Handlers:
         return Handlers(websocket=self.websocket, polling=self.polling, drain=self._goodbye)
