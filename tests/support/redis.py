@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,11 @@ class RawRedis:
 
 
 @pytest.fixture
-def redis_prefix() -> str:
-    return f"t:{uuid.uuid4().hex[:12]}:"
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    prefix = f"t:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    RawRedis(REDIS_URL, prefix).cleanup()
 
 
 @pytest.fixture
