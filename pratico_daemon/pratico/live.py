@@ -172,6 +172,11 @@ class PraticoNamespace(Namespace):
             raise AppError("forbidden", "join a room first")
         return self.room(joined.room_id), joined.participant_id
 
+    def changed(self, room: Room) -> None:
+        """The room's state changed: a new version, and a checkpoint to write."""
+        room.state.touch()
+        self.mark_dirty(room)
+
     def mark_dirty(self, room: Room) -> None:
         """Tell the checkpointer the room changed (it snapshots when it writes)."""
         checkpointer = _checkpointer(self.services)
@@ -427,9 +432,8 @@ class PraticoNamespace(Namespace):
             events.append(self.event(state, "participant_joined", {
                 "participant_id": pid, "display_name": participant.display_name,
                 "role": role, "reason": "rejoin" if returning_now else "join"}))
-        state.touch()
         self._watch_empty(room)
-        self.mark_dirty(room)
+        self.changed(room)
         reply = {"participant_id": pid, "guest_token": token, "role": role,
                  "state": state.view(pid, self.link(state.name))}
         return reply, events
@@ -462,8 +466,7 @@ class PraticoNamespace(Namespace):
             self._watch_empty(r)
             if participant.connected:
                 return []
-            state.touch()
-            self.mark_dirty(r)
+            self.changed(r)
             r.broadcast("participant_left", {"participant_id": pid, "reason": "left"})
             return [self.event(state, "participant_left", {
                 "participant_id": pid, "display_name": participant.display_name,
@@ -501,15 +504,13 @@ class PraticoNamespace(Namespace):
                 raise AppError("forbidden", "join a room first")
             if me.role == TRAINER:
                 state.page = page
-                state.touch()
-                self.mark_dirty(r)
+                self.changed(r)
                 r.broadcast("page_changed", {"page": page, "by": "trainer"})
                 return {"page": page}, [self.event(state, "page_changed", {"page": page})]
             if state.navigation_mode != "free":
                 raise AppError("forbidden", "the trainer leads the navigation")
             me.own_page = page
-            state.touch()
-            self.mark_dirty(r)
+            self.changed(r)
             return {"page": page}, []
 
         reply, events = await room.call(command)
@@ -523,8 +524,7 @@ class PraticoNamespace(Namespace):
 
         def command(r: Room, state: PraticoState) -> list[RoomEvent]:
             state.activity = activity
-            state.touch()
-            self.mark_dirty(r)
+            self.changed(r)
             r.broadcast("activity_changed", {"activity": activity})
             return [self.event(state, "activity_changed", {"activity": activity})]
 
@@ -543,8 +543,7 @@ class PraticoNamespace(Namespace):
                 state.navigation_mode = mode
             if collaboration is not None:
                 state.collaboration = collaboration
-            state.touch()
-            self.mark_dirty(r)
+            self.changed(r)
             changed = {"navigation_mode": state.navigation_mode,
                        "collaboration": state.collaboration}
             r.broadcast("params_changed", changed)
@@ -571,8 +570,7 @@ class PraticoNamespace(Namespace):
         def command(r: Room, state: PraticoState) -> list[RoomEvent]:
             state.capsule_id = capsule_id
             state.capsule_snapshot = snapshot
-            state.touch()
-            self.mark_dirty(r)
+            self.changed(r)
             r.broadcast("capsule_changed", {"capsule_id": capsule_id})
             return [self.event(state, "capsule_changed", {"capsule_id": capsule_id})]
 
@@ -602,9 +600,8 @@ class PraticoNamespace(Namespace):
                     member.data.pop("pratico", None)  # type: ignore[attr-defined]
                     member.disconnect_soon("kicked")  # type: ignore[attr-defined]
             participant.sids.clear()
-            state.touch()
             self._watch_empty(r)
-            self.mark_dirty(r)
+            self.changed(r)
             r.broadcast("participant_left", {"participant_id": target, "reason": "kicked"})
             return [self.event(state, "participant_left", {
                 "participant_id": target, "display_name": participant.display_name,
@@ -755,8 +752,7 @@ class PraticoNamespace(Namespace):
             message = {"id": str(uuid.uuid4()), "participant_id": pid,
                        "display_name": me.display_name, "text": text, "ts": iso(self.now())}
             state.chat.append(message)
-            state.touch()
-            self.mark_dirty(r)
+            self.changed(r)
             r.broadcast("chat_message", message)
             return message, self.event(state, "chat_message", {
                 "message_id": message["id"], "participant_id": pid, "chars": len(text)})
@@ -983,8 +979,7 @@ class PraticoNamespace(Namespace):
                 del self.names[state.name]
             state.name = name
             self.names[name] = r.room_id
-            state.touch()
-            self.mark_dirty(r)
+            self.changed(r)
             r.broadcast("room_renamed", {"name": name, "link": self.link(name)})
             return [self.event(state, "room_renamed", {"name": name, "previous": old})]
 
