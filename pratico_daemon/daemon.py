@@ -25,6 +25,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from pratico_daemon import __version__, classroom, logs, pratico, recording
 from pratico_daemon.auth import Authenticator
+from pratico_daemon.backoff import Backoff
 from pratico_daemon.config import Config
 from pratico_daemon.http.app import create_app
 from pratico_daemon.rooms.registry import RoomRegistry
@@ -68,14 +69,13 @@ async def restore_rooms_when_reachable(svc: Services) -> None:
     rather than crash-looping under systemd; `/readyz` stays not-ready with a
     `restore` line until the rooms are back.
     """
-    delay = 0.2
+    backoff = Backoff(0.2, 5.0)
     while True:
         try:
             await restore_rooms(svc)
         except StorageError as exc:
             svc.health.set("restore", False, f"waiting for the checkpoint store: {exc}")
-            await trio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await backoff.wait()
         else:
             svc.health.set("restore", True)
             return

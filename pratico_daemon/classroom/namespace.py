@@ -26,6 +26,7 @@ import trio
 
 from pratico_daemon import logs
 from pratico_daemon.auth import Claims
+from pratico_daemon.backoff import Backoff
 from pratico_daemon.classroom import keys
 from pratico_daemon.classroom import rooms as croom
 from pratico_daemon.classroom.analytics import AnalyticsSink
@@ -126,7 +127,7 @@ class ClassroomNamespace(Namespace):
         Redis may not answer yet (the daemon starts without its stores, DESIGN.md):
         retry with a capped backoff instead of failing the start.
         """
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)
         while True:
             try:
                 for key in await self.presence.scan(keys.ALIVE_PATTERN):
@@ -137,9 +138,8 @@ class ClassroomNamespace(Namespace):
                 return
             except StorageError as exc:
                 log.warning("teachers in grace not adopted yet: %s (retrying in %.1fs)",
-                            exc, delay)
-                await trio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                            exc, backoff.delay)
+                await backoff.wait()
 
     async def _watch_expirations(self, receive: trio.MemoryReceiveChannel[str]) -> None:
         async for name in receive:

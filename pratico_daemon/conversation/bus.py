@@ -27,6 +27,7 @@ import orjson
 import trio
 
 from pratico_daemon import logs
+from pratico_daemon.backoff import Backoff
 from pratico_daemon.conversation.db import SqliteDatabase, Tx
 from pratico_daemon.conversation.repo import ConversationRepo, OutboxEvent
 from pratico_daemon.storage.protocols import StorageUnavailable
@@ -313,21 +314,19 @@ class OutboxRelay:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        backoff = 0.5
+        backoff = Backoff(0.5, 30.0)
         while True:
             self._wake = trio.Event()
             try:
                 sent = await self.publish_pending()
-                backoff = 0.5
+                backoff.reset()
             except StorageUnavailable as exc:
-                log.warning("outbox relay: %s (retry in %.1fs)", exc, backoff)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                log.warning("outbox relay: %s (retry in %.1fs)", exc, backoff.delay)
+                await backoff.wait()
                 continue
             except Exception:
-                log.exception("outbox relay failed (retry in %.1fs)", backoff)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                log.exception("outbox relay failed (retry in %.1fs)", backoff.delay)
+                await backoff.wait()
                 continue
             if sent >= self.batch:
                 continue

@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from pratico_daemon import logs
+from pratico_daemon.backoff import Backoff
 from pratico_daemon.config import Config
 from pratico_daemon.conversation import live as commands
 from pratico_daemon.conversation import slots as slotmod
@@ -303,22 +304,20 @@ class ConversationService:
     # -- scheduler --------------------------------------------------------------------------
 
     async def run_scheduler(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 30.0)
         while True:
             self._tick_wake = trio.Event()
             try:
                 wake_at = await self.tick()
-                backoff = 0.5
+                backoff.reset()
             except StorageUnavailable as exc:
-                log.warning("scheduler: %s (retry in %.1fs)", exc, backoff)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                log.warning("scheduler: %s (retry in %.1fs)", exc, backoff.delay)
+                await backoff.wait()
                 continue
             except Exception:
                 # A bug in one pass must not stop every future reminder and end.
-                log.exception("scheduler pass failed (retry in %.1fs)", backoff)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                log.exception("scheduler pass failed (retry in %.1fs)", backoff.delay)
+                await backoff.wait()
                 continue
             with trio.move_on_at(self.clock.deadline(wake_at)):
                 await self._tick_wake.wait()
