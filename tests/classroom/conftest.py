@@ -44,7 +44,7 @@ def timer_clock() -> trio.testing.MockClock:
     thread, expiring keys mid-step (STACK-NOTES.md); 50 ms of true idleness
     only happens when the test is really waiting on a timer.
     """
-    return trio.testing.MockClock(autojump_threshold=0.05)
+    return trio.testing.MockClock(autojump_threshold=0.25)
 
 
 @pytest.fixture

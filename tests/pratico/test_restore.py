@@ -16,7 +16,7 @@ from tests.support.pg import create_test_database, drop_test_database
 
 @pytest.fixture
 def mock_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.05)
+    return trio.testing.MockClock(autojump_threshold=0.25)
 
 
 QUIZ = {"quiz_id": "qz", "time_limit_s": 60, "questions": [

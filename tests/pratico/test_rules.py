@@ -160,7 +160,7 @@ async def test_history_is_bounded(tmp_path: Path) -> None:
 
 @pytest.fixture
 def mock_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.05)
+    return trio.testing.MockClock(autojump_threshold=0.25)
 
 
 async def test_empty_room_ends_by_itself(tmp_path: Path,
