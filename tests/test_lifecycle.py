@@ -131,6 +131,7 @@ async def test_sigterm_tells_every_websocket_client_to_reconnect(tmp_path: Path)
     async with daemon_process(config) as proc, trio.open_nursery() as nursery:
         token = Authenticator.from_config(load(config, environ={})).mint("u1", "teacher", "org1")
         codes: dict[str, int] = {}
+        ready: set[str] = set()
 
         async def client(name: str, url: str, first: str | None) -> None:
             async with ws_client(url) as ws:
@@ -139,6 +140,9 @@ async def test_sigterm_tells_every_websocket_client_to_reconnect(tmp_path: Path)
                     assert opened.startswith("0{")
                     await ws.send_message(first)
                     assert (await ws.get_message()).startswith("40/classroom,{")  # connected
+                else:
+                    assert '"connected"' in await ws.get_message()  # the JSON hello
+                ready.add(name)
                 codes[name] = await _read_until_closed(ws)
 
         for i in range(3):
@@ -152,7 +156,8 @@ async def test_sigterm_tells_every_websocket_client_to_reconnect(tmp_path: Path)
             while True:
                 body = (await http.get(f"{proc.url}/metrics")).body.decode()
                 if ('pratico_connections{framing="json"} 3.0' in body
-                        and 'pratico_connections{framing="socketio"} 3.0' in body):
+                        and 'pratico_connections{framing="socketio"} 3.0' in body
+                        and len(ready) == 6):  # and every namespace handshake answered
                     break
                 await trio.sleep(0.05)
         started = trio.current_time()
