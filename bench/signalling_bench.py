@@ -11,6 +11,13 @@ participant, who answers; both sides send `--candidates` ICE candidates to
 each peer. Each message carries its send time (`t`, a field beyond the
 protocol's, passed through); the receiver records now − t. Reported: relay
 latency p50/p90/p99/max and the message rate. Goal (issue 7): p99 ≤ 10 ms.
+
+This process does not collect garbage during rounds (`--client-gc` lets it):
+its own collector pauses would read as relay latency. Stalls of either
+process are printed after the table: the daemon's from its log
+(`pratico.loop` warnings over 100 ms), this process's over 20 ms.
+`--daemon-gc-threshold 700` runs the daemon with Python's default collector
+threshold instead of its own (20,000), to compare.
 """
 
 from __future__ import annotations
@@ -59,13 +66,12 @@ max_connections_per_ip = 20000
 rate_per_s = 1000.0
 rate_burst = 2000
 """)
+    if gc_threshold:
+        # [daemon] gc_threshold: the young-generation threshold (default 20,000).
+        config.write_text(config.read_text() + f"[daemon]\ngc_threshold = {gc_threshold}\n")
     log = open(state / "daemon.log", "wb")  # noqa: SIM115 - lives as long as the process
-    # With --daemon-gc-threshold N the daemon runs its young-generation
-    # collection every N allocations instead of 700 (an experiment for operators).
-    boot = ("import gc, sys; from pratico_daemon.cli import main; "
-            f"gc.set_threshold({gc_threshold}, 50, 100) if {gc_threshold} else None; "
-            f"sys.exit(main(['serve', '--config', {str(config)!r}]))")
-    return subprocess.Popen([sys.executable, "-c", boot], stdout=log, stderr=log)
+    return subprocess.Popen([sys.executable, "-m", "pratico_daemon", "serve", "--config",
+                             str(config)], stdout=log, stderr=log)
 
 
 def wait_ready(base: str, timeout_s: float = 30) -> None:
@@ -163,6 +169,29 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class Stalls:
+    """This process's own event-loop stalls and GC pauses over 20 ms (they count in latency)."""
+
+    def __init__(self) -> None:
+        self.loop: list[float] = []
+        self.gc: list[tuple[int, float]] = []
+        self._t = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        elif (pause := time.perf_counter() - self._t) > 0.02:
+            self.gc.append((info["generation"], pause * 1000))
+
+    async def watch(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await trio.sleep(0.01)
+            if (lag := time.perf_counter() - before - 0.01) > 0.02:
+                self.loop.append(lag * 1000)
+
+
 async def run(sessions: int, size: int, candidates: int, rates: list[float],
               no_gc: bool, gc_threshold: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
@@ -177,6 +206,11 @@ async def run(sessions: int, size: int, candidates: int, rates: list[float],
         finally:
             daemon.terminate()
             daemon.wait(10)
+            stalls = [line for line in (state / "daemon.log").read_text().splitlines()
+                      if "blocked for" in line or "garbage collection" in line]
+            print(f"\ndaemon: {len(stalls)} stalls over 100 ms logged")
+            for line in stalls[:20]:
+                print("  " + line)
 
 
 async def bench(base: str, ws_base: str, sessions: int, size: int, candidates: int,
@@ -204,7 +238,9 @@ async def bench(base: str, ws_base: str, sessions: int, size: int, candidates: i
     setup_s = time.perf_counter() - t0
     per_peer = (size - 1) * (1 + candidates)  # an offer or an answer, plus candidates
     rows = []
+    stalls = Stalls()
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(stalls.watch)
         everyone: list[Participant] = []
         for _, users in groups:
             for user in users:
@@ -216,8 +252,11 @@ async def bench(base: str, ws_base: str, sessions: int, size: int, candidates: i
                 nursery.start_soon(participant.read)
         await trio.sleep(1.0)  # every connection attached to its session
         if no_gc:
+            # This process's collector pauses would count as relay latency: its
+            # long-lived objects leave the scans and it does not collect during rounds.
             gc.collect()
-            gc.freeze()  # the clients' long-lived objects leave the collector's scans
+            gc.freeze()
+            gc.disable()
         for rate in rates:
             for participant in everyone:
                 participant.latencies = []
@@ -259,6 +298,9 @@ async def bench(base: str, ws_base: str, sessions: int, size: int, candidates: i
               f"| {statistics.median(latencies):>8.2f} "
               f"| {pct(latencies, 90):>8.2f} | {pct(latencies, 99):>8.2f} "
               f"| {max(latencies):>8.2f} | {errors:>6} |")
+    print(f"\nbench process: {len(stalls.loop)} loop stalls over 20 ms "
+          f"(max {max(stalls.loop, default=0):.0f} ms), GC pauses over 20 ms: "
+          f"{[f'gen{g} {ms:.0f}ms' for g, ms in stalls.gc][:10]}")
     print("\nGoal (issue 7): p99 ≤ 10 ms. Latency = receive time − send time, both read "
           "in this process,\nso it includes this process's scheduling of every client; "
           "'offered/s' paces the senders\n(answers come on top), 'burst' sends everything "
@@ -273,13 +315,15 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=2)
     parser.add_argument("--rates", default="200,500,1000,0",
                         help="offered messages/s per round, comma-separated (0 = burst)")
-    parser.add_argument("--freeze-gc", action="store_true",
-                        help="gc.freeze() the clients' objects before measuring")
+    parser.add_argument("--client-gc", action="store_true",
+                        help="let this process's garbage collector run during rounds "
+                             "(its pauses then count as relay latency)")
     parser.add_argument("--daemon-gc-threshold", type=int, default=0,
-                        help="gc.set_threshold(N, 50, 100) in the daemon (0: Python's default)")
+                        help="the daemon's [daemon] gc_threshold (0: its default, 20000; "
+                             "700 is Python's)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
-    trio.run(run, args.sessions, args.size, args.candidates, rates, args.freeze_gc,
+    trio.run(run, args.sessions, args.size, args.candidates, rates, not args.client_gc,
              args.daemon_gc_threshold)
 
 

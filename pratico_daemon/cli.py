@@ -72,7 +72,7 @@ async def _serve(config: Config) -> int:
     from pratico_daemon.sdnotify import Notifier
 
     daemon = Daemon(config, notifier=Notifier.from_env())
-    await daemon.run(handle_signals=True)
+    await daemon.run(handle_signals=True, tune_gc=True)
     return 0
 
 

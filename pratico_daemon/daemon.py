@@ -28,6 +28,7 @@ from pratico_daemon.auth import Authenticator
 from pratico_daemon.backoff import Backoff
 from pratico_daemon.config import Config
 from pratico_daemon.http.app import create_app
+from pratico_daemon.loopwatch import LoopWatch, freeze_startup_objects, tune_collector
 from pratico_daemon.rooms.registry import RoomRegistry
 from pratico_daemon.sdnotify import Notifier
 from pratico_daemon.services import Services
@@ -124,16 +125,28 @@ class Daemon:
         self._shutdown.set()
 
     async def run(
-        self, *, handle_signals: bool = False, task_status: Any = trio.TASK_STATUS_IGNORED
+        self,
+        *,
+        handle_signals: bool = False,
+        tune_gc: bool = False,
+        task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        """Serve until a shutdown request, then drain.
+
+        `handle_signals` and `tune_gc` are for a daemon that owns its process
+        (the CLI): signals are process-wide, and so is the garbage collector.
+        """
         svc = self.services
         cfg = self.config
         if cfg.embedded:
             log.info("embedded mode: one node, state in %s (no redis.url, no postgres.dsn)",
                      cfg.state_dir())
+        if tune_gc:
+            tune_collector(cfg.daemon.gc_threshold)
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 await nursery.start(self._watch_signals)
+            await nursery.start(LoopWatch(svc.metrics).run)
             interval = self.notifier.watchdog_interval_s()
             if interval:
                 nursery.start_soon(self.notifier.watchdog_loop, interval)
@@ -164,6 +177,8 @@ class Daemon:
                 http_done.set()
             svc.health.set("listeners", True)
             addresses = BoundAddresses(realtime=bound, http=http_bound)
+            if tune_gc:
+                freeze_startup_objects()
             log.info("pratico-daemon %s ready on %s", __version__, bound)
             self.notifier.notify("READY=1", f"STATUS=serving on {bound}")
             task_status.started(addresses)

@@ -70,6 +70,19 @@ class Metrics:
             "Redis keyspace-notification subscriptions re-established",
             registry=r,
         )
+        self.loop_lag_seconds = Histogram(
+            "pratico_event_loop_lag_seconds",
+            "How late a periodic wake-up of the event loop ran",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.gc_pause_seconds = Histogram(
+            "pratico_gc_pause_seconds",
+            "Duration of each garbage collection, by generation",
+            ["generation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.draining = Gauge("pratico_draining", "1 while shutting down", registry=r)
 
     def render(self) -> bytes:

@@ -276,7 +276,10 @@ class EngineIOSession:
         ping_interval_s: float = DEFAULT_PING_INTERVAL_S,
         ping_timeout_s: float = DEFAULT_PING_TIMEOUT_S,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        first_ping_s: float | None = None,
     ) -> None:
+        """`first_ping_s` (default: one interval) lets the server spread the first
+        pings of sessions opened together; later pings follow each pong by an interval."""
         self.sid = sid
         self.transport = transport
         # A polling session offers the WebSocket upgrade; a WebSocket one has nowhere to go.
@@ -288,7 +291,7 @@ class EngineIOSession:
         self.max_payload_bytes = max_payload_bytes
         self.state = SessionState.OPEN
         self.close_reason: str | None = None
-        self._next_ping_at = now + ping_interval_s
+        self._next_ping_at = now + (ping_interval_s if first_ping_s is None else first_ping_s)
         self._pong_deadline: float | None = None
 
     def __repr__(self) -> str:

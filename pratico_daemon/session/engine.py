@@ -29,6 +29,7 @@ timeout, slow consumer) leaves the clients recoverable for the window.
 from __future__ import annotations
 
 import collections
+import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +84,9 @@ class EngineConnection:
             ping_interval_s=cfg.engineio.ping_interval_s,
             ping_timeout_s=cfg.engineio.ping_timeout_s,
             max_payload_bytes=cfg.engineio.max_payload_bytes,
+            # Sessions opened together are not pinged together (the gateway's
+            # heartbeat would send hundreds of pings in one tick; front.py has why).
+            first_ping_s=cfg.engineio.ping_interval_s * (0.5 + 0.5 * random.random()),
         )
         self.sid = self.eio.sid
         self.ws: WebSocket | None = None

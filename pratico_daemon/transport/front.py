@@ -28,6 +28,7 @@ import base64
 import errno
 import hashlib
 import itertools
+import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -457,6 +458,11 @@ class FrontListener:
     async def _run_websocket(self, ws: WebSocket, request: Request) -> None:
         ip = request.client_ip
         self._websockets.add(ws)
+        if ws.framing == "json":
+            # The first ping comes 1/2 to 1 interval after the handshake, so that
+            # clients that connected together are not pinged together (see below).
+            ws.keepalive_due = trio.current_time() + self._keepalive_s * (
+                0.5 + 0.5 * random.random())
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self.metrics.connections.labels(ws.framing).inc()
         self.metrics.connections_total.labels(ws.framing).inc()
@@ -489,12 +495,21 @@ class FrontListener:
 
     async def _keepalive_loop(self) -> None:
         """Protocol pings for /ws/ clients (Engine.IO pings Socket.IO ones itself):
-        a client that has not answered the previous ping is closed with 1011."""
+        a client that has not answered the previous ping is closed with 1011.
+
+        Each client is pinged once per interval at its own phase, the loop waking
+        8 times per interval: pinging everyone at once made every client's
+        messages wait behind hundreds of pings and pongs (a 100 ms spike every
+        25 s in the signalling bench with 800 clients).
+        """
+        tick = min(1.0, self._keepalive_s / 8)
         while True:
-            await trio.sleep(self._keepalive_s)
+            await trio.sleep(tick)
+            now = trio.current_time()
             for ws in list(self._websockets):
-                if ws.framing != "json":
+                if now < ws.keepalive_due:
                     continue
+                ws.keepalive_due = now + self._keepalive_s
                 if not ws.pong_seen:
                     log.info("closing %s: no pong within %.0fs", ws.id, self._keepalive_s,
                              extra={"conn": ws.id})

@@ -132,6 +132,7 @@ class WebSocket:
         self._closed_exc: ConnectionClosed | None = None
         self._close_sent: tuple[int, str] | None = None
         self.pong_seen = True  # keepalive: set on every pong, cleared when we ping
+        self.keepalive_due = math.inf  # keepalive: when the listener pings next
         self._pending_data = initial_data
         self._unyielded = 0
         self._close_timeout_s = close_timeout_s

@@ -226,3 +226,13 @@ def test_polling_payloads_agree_with_python_engineio(packets: list[Packet]) -> N
     assert ours == theirs
     decoded = peer_payload.Payload(encoded_payload=ours).packets
     assert [p.data for p in decoded] == [p.data for p in packets]
+
+
+def test_the_first_ping_may_come_early_and_later_ones_follow_each_pong() -> None:
+    # The server spreads the first pings of sessions opened together.
+    session = EngineIOSession("s1", now=100.0, ping_interval_s=25, first_ping_s=13.0)
+    assert session.next_deadline() == 113.0
+    assert session.ping_due(113.0)
+    session.send_ping(113.0)
+    session.receive_frame("3", 114.0)
+    assert session.next_deadline() == 139.0  # a whole interval after the pong

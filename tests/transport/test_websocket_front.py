@@ -290,3 +290,26 @@ async def test_json_clients_that_do_not_answer_pings_are_closed(nursery):
         await answering.send_message("still here")
         assert await answering.get_message() == "still here"
     assert echo.closed[0].reason == "keepalive ping timeout"
+
+
+async def test_json_clients_connected_together_are_pinged_at_different_times(nursery):
+    # Pinging hundreds of clients in one tick delayed every client's messages
+    # (bench/signalling_bench.py): each gets its own phase in 1/2..1 interval.
+    echo = Echo()
+    front = await start_front(nursery, handlers=Handlers(websocket=echo), keepalive_s=10.0)
+    opened = trio.current_time()
+    async with trio.open_nursery() as clients:
+        done = trio.Event()
+
+        async def hold_one() -> None:
+            async with ws_client(f"{front.ws_url}/ws/pratico"):
+                await done.wait()
+
+        for _ in range(20):
+            clients.start_soon(hold_one)
+        await wait_until(lambda: len(echo.open) == 20)
+        dues = sorted(ws.keepalive_due - opened for ws in echo.open)
+        done.set()
+    assert all(5.0 <= due <= 10.0 + 1.0 for due in dues), dues
+    # The loop wakes every interval/8: the pings of 20 clients span several wake-ups.
+    assert len({int(due / (10.0 / 8)) for due in dues}) >= 3, dues
