@@ -79,6 +79,11 @@ class Pending:
         state = "abandoned" if self.abandoned else "waiting" if self.task else "done"
         return f"<Pending {self.event.type} {self.event.id} {state}>"
 
+    def abort(self, _: Any) -> trio.lowlevel.Abort:
+        """Cancelled while queued or in flight: no ack (see the module doc)."""
+        self.abandoned = True
+        return trio.lowlevel.Abort.SUCCEEDED
+
     def wake(self) -> None:
         """Resume the appender (once; never one that was cancelled meanwhile)."""
         task, self.task = self.task, None
@@ -109,13 +114,12 @@ def encode_data(event: RoomEvent, max_bytes: int = DEFAULT_MAX_DATA_BYTES) -> st
     not serialisable, larger than `max_bytes`, or containing NUL (PostgreSQL's
     jsonb and text cannot store U+0000, and a batch must never fail on it).
     """
-    if not isinstance(event.data, dict):
+    data: Any = event.data
+    if type(data) is not dict:
         try:
-            data: Any = dict(event.data)
+            data = dict(data)
         except (TypeError, ValueError):
             raise InvalidData("event data must be a JSON object") from None
-    else:
-        data = event.data
     try:
         raw = orjson.dumps(data)
     except TypeError as exc:
@@ -179,13 +183,7 @@ class GroupCommitWriter:
                 pending.abandoned = True
                 self._finished(1)
                 raise
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            # Cancelled while queued or in flight: no ack (see the module doc).
-            pending.abandoned = True
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        await trio.lowlevel.wait_task_rescheduled(pending.abort)
         if pending.error is not None:
             raise pending.error
 
