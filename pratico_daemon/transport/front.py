@@ -31,7 +31,7 @@ import itertools
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import attrs
@@ -261,7 +261,12 @@ class FrontListener:
         """One TCP connection from accept to close; nothing escapes it but cancellation."""
         self._tcp_open += 1
         try:
-            await self._serve_http(sock, client, server)
+            websocket = await self._serve_http(sock, client, server)
+            if websocket is not None:
+                # A WebSocket's life runs here, once the HTTP code has returned:
+                # its frames held the h11 connection and the request head for the
+                # connection's life (~2 KB per connection, bench/gateway_bench.py).
+                await websocket
         except Exception:
             log.exception("connection from %s failed", client[0], extra={"peer": client[0]})
         finally:
@@ -273,7 +278,9 @@ class FrontListener:
 
     async def _serve_http(
         self, sock: socket.socket, client: tuple[str, int], server: tuple[str, int]
-    ) -> None:
+    ) -> Coroutine[Any, Any, None] | None:
+        """Serve HTTP requests until the connection ends or upgrades: then the
+        WebSocket's life, for the caller to run."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         counters = self._counters["http"]
         while True:
@@ -286,14 +293,13 @@ class FrontListener:
                         self._handshake_timeouts += 1
                         log.info("request head from %s timed out", client[0],
                                  extra={"peer": client[0]})
-                    return
+                    return None
                 if not isinstance(event, h11.Request):
-                    return  # the client closed its keep-alive connection
+                    return None  # the client closed its keep-alive connection
                 request = parse_request(event.method, event.target, event.headers, client)
                 route = _websocket_route(request)
                 if route is not None:
-                    await self._upgrade(sock, conn, request, route, counters)
-                    return
+                    return await self._upgrade(sock, conn, request, route, counters)
                 body = await self._read_body(sock, conn, request, counters)
                 response = await self._respond(request, body, server)
             except h11.RemoteProtocolError as exc:
@@ -301,15 +307,15 @@ class FrontListener:
                     exc.error_status_hint, "invalid_payload", f"bad HTTP request: {exc}"
                 )
                 await self._write_response(sock, conn, response, counters, close=True)
-                return
+                return None
             except _Refused as refused:
                 await self._write_response(sock, conn, refused.response, counters, close=True)
-                return
+                return None
             keep = await self._write_response(
                 sock, conn, response, counters, close=self._draining, head=request.method == "HEAD"
             )
             if not keep or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return
+                return None
             conn.start_next_cycle()
 
     async def _next_event(
@@ -387,7 +393,8 @@ class FrontListener:
     async def _upgrade(
         self, sock: socket.socket, conn: h11.Connection, request: Request,
         route: tuple[Framing, str | None], counters: Counters,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
+        """Answer the handshake (101); the WebSocket's life, not started yet."""
         end = None
         with trio.move_on_after(self.limits.handshake_timeout_s):
             end = await self._next_event(sock, conn, counters)
@@ -408,7 +415,7 @@ class FrontListener:
             on_limit=self._count_limit, initial_data=bytes(leftover),
             close_timeout_s=self._close_timeout_s,
         )
-        await self._run_websocket(ws, request)
+        return self._run_websocket(ws, request)
 
     def _check_handshake(self, request: Request) -> str:
         """Validate an upgrade request against RFC 6455 and our limits; the accept key."""
@@ -471,7 +478,11 @@ class FrontListener:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(ws.run_writer)
                 try:
-                    await self.handlers.websocket(ws, request)
+                    handler = self.handlers.websocket(ws, request)
+                    # The handler keeps what it needs of the request; our frame would keep
+                    # the whole head (~1.3 KB from the bench's client, more from a browser).
+                    del request
+                    await handler
                 except Exception as exc:
                     if not _only_closed(exc):
                         log.exception("websocket handler failed", extra={"conn": ws.id})
