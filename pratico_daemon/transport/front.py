@@ -14,8 +14,10 @@ and dropped, never a crash). The request head must arrive within
 `limits.handshake_timeout_s`, and a request body is capped at
 `limits.max_snapshot_bytes` plus a margin for the JSON around a snapshot.
 Garbage is answered 400, an oversized body 413, a refused handshake 503, each
-with the daemon's JSON error body. A WebSocket's tasks (its handler, which
-reads, and its writer) live in the connection's own nursery.
+with the daemon's JSON error body. A WebSocket's handler (which reads) runs in the
+connection's task; its writer task, started only while frames wait for a
+writable socket, runs in the listener's nursery and is stopped before the
+connection's task closes the socket.
 
 `drain()` stops accepting, lets the session layer say goodbye
 (`handlers.drain`), closes every WebSocket with 1001 "server shutting down,
@@ -158,6 +160,7 @@ class FrontListener:
         self._ids = itertools.count(1)
         self._draining = False
         self._accept_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None  # connections and writers; set by serve()
         self._changed = trio.Event()
         self._last_refusal_log = 0.0
         self.address: str | None = None
@@ -201,6 +204,7 @@ class FrontListener:
         server = (host, bound_port)
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 if self._bridge is not None:
                     await nursery.start(self._bridge.lifespan)
                 nursery.start_soon(self._keepalive_loop)
@@ -408,8 +412,10 @@ class FrontListener:
         await _send_all(sock, data, counters)
         leftover, _ = conn.trailing_data
         framing, namespace = route
+        assert self._nursery is not None
         ws = WebSocket(
-            sock, conn_id=f"c{next(self._ids)}", framing=framing, namespace=namespace,
+            sock, writers=self._nursery, conn_id=f"c{next(self._ids)}", framing=framing,
+            namespace=namespace,
             remote=request.client, max_message_bytes=self.limits.max_message_bytes,
             outbox=self._outbox_limits, counters=self._counters[framing],
             on_limit=self._count_limit, initial_data=bytes(leftover),
@@ -475,23 +481,23 @@ class FrontListener:
         self.metrics.connections_total.labels(ws.framing).inc()
         log.debug("websocket %s open", ws, extra={"conn": ws.id, "peer": ip})
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(ws.run_writer)
-                try:
-                    handler = self.handlers.websocket(ws, request)
-                    # The handler keeps what it needs of the request; our frame would keep
-                    # the whole head (~1.3 KB from the bench's client, more from a browser).
-                    del request
-                    await handler
-                except Exception as exc:
-                    if not _only_closed(exc):
-                        log.exception("websocket handler failed", extra={"conn": ws.id})
-                        ws.close(frames.INTERNAL_ERROR, "internal error")
-                ws.close(frames.NORMAL, "")
-                with trio.move_on_after(self._close_timeout_s):
-                    await ws.finish()
-                nursery.cancel_scope.cancel()
+            # No nursery of its own (~1 KB per connection): the writer task, when
+            # one runs, is in the listener's and stopped below.
+            try:
+                handler = self.handlers.websocket(ws, request)
+                # The handler keeps what it needs of the request; our frame would keep
+                # the whole head (~1.3 KB from the bench's client, more from a browser).
+                del request
+                await handler
+            except Exception as exc:
+                if not _only_closed(exc):
+                    log.exception("websocket handler failed", extra={"conn": ws.id})
+                    ws.close(frames.INTERNAL_ERROR, "internal error")
+            ws.close(frames.NORMAL, "")
+            with trio.move_on_after(self._close_timeout_s):
+                await ws.finish()
         finally:
+            ws.stop_writer()
             self._websockets.discard(ws)
             left = self._per_ip[ip] - 1
             if left:

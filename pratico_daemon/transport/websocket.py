@@ -13,8 +13,11 @@ through the scheduler (docs/discussion/websocket-server.md has the numbers).
   answers pings and the closing handshake. We only read when asked, so a
   handler that stops reading pushes back on the client through TCP.
 - Writing: `send_frame_nowait(frame)` tries `socket.send` at once when nothing
-  is queued; what does not fit goes to the outbox, which the connection's
-  writer task drains when the socket turns writable. The outbox is bounded in
+  is queued; what does not fit goes to the outbox, and only then is a writer
+  task started (in the nursery the listener gave us) to drain it when the
+  socket turns writable; it ends once the outbox is empty. An idle connection
+  thus has no writer task, no outbox and nothing parked (a parked writer cost
+  ~3 KB per connection, bench/gateway_bench.py). The outbox is bounded in
   messages and bytes; overflowing it means the client does not read, and the
   connection is closed with 4008 "slow consumer" instead of growing memory.
 - Closing: `close(code, reason)` queues a close frame after what is queued;
@@ -94,12 +97,49 @@ class OutboxLimits:
 
 
 class WebSocket:
-    """A WebSocket connection after the handshake. Created by the front listener."""
+    """A WebSocket connection after the handshake. Created by the front listener.
+
+    `writers` is the nursery the writer task runs in while the outbox is not
+    empty; its owner (the front listener) ends it with `stop_writer()` before
+    it closes the socket.
+    """
+
+    # Slots: a dict-less instance of ~30 attributes (bench/gateway_bench.py).
+    __slots__ = (
+        "_close_sent",
+        "_close_timeout_s",
+        "_closed_exc",
+        "_core",
+        "_counters",
+        "_fragment_opcode",
+        "_fragments",
+        "_inbox",
+        "_limits",
+        "_on_limit",
+        "_outbox",
+        "_outbox_bytes",
+        "_pending_data",
+        "_read_deadline",
+        "_read_scope",
+        "_sock",
+        "_unyielded",
+        "_writer_scope",
+        "_writers",
+        "_written",
+        "framing",
+        "id",
+        "keepalive_due",
+        "namespace",
+        "pong_seen",
+        "remote",
+        "state",
+    )
 
     def __init__(
         self,
         sock: socket.socket,
         *,
+        writers: trio.Nursery,
         conn_id: str,
         framing: Framing,
         namespace: str | None,
@@ -112,6 +152,7 @@ class WebSocket:
         close_timeout_s: float = 2.0,
     ) -> None:
         self._sock = sock
+        self._writers = writers
         self.id = conn_id
         self.framing: Framing = framing
         self.namespace = namespace
@@ -121,13 +162,16 @@ class WebSocket:
         self._counters = counters
         self._on_limit = on_limit
         self.state = State.OPEN
-        self._inbox: collections.deque[str | bytes] = collections.deque()
-        self._fragments: list[bytes] = []
+        # Messages decoded by the last read, newest first (`receive` pops from the
+        # end): an empty list is 56 bytes, an empty deque 760.
+        self._inbox: list[str | bytes] = []
+        self._fragments: list[bytes] | None = None  # only inside a fragmented message
         self._fragment_opcode: Opcode | None = None
-        self._outbox: collections.deque[bytes | memoryview] = collections.deque()
+        # Made when a send does not fit in the socket, dropped once drained (760 B).
+        self._outbox: collections.deque[bytes | memoryview] | None = None
         self._outbox_bytes = 0
-        self._writer_lot = trio.lowlevel.ParkingLot()
-        self._flushed = trio.Event()
+        self._writer_scope: trio.CancelScope | None = None  # set while a writer task runs
+        self._written: trio.Event | None = None  # made when someone waits for the writer
         self._read_scope: trio.CancelScope | None = None
         self._closed_exc: ConnectionClosed | None = None
         self._close_sent: tuple[int, str] | None = None
@@ -142,7 +186,7 @@ class WebSocket:
         where = f"/ws/{self.namespace}" if self.namespace else "/sockets/"
         return (
             f"<WebSocket {self.id} {self.framing} {where} {self.remote[0]}:{self.remote[1]} "
-            f"{self.state.value} outbox={len(self._outbox)}/{self._outbox_bytes}B>"
+            f"{self.state.value} outbox={len(self._outbox or ())}/{self._outbox_bytes}B>"
         )
 
     # ---------------------------------------------------------------- reading
@@ -152,7 +196,7 @@ class WebSocket:
         while True:
             if self._inbox:
                 await self._checkpoint()
-                return self._inbox.popleft()
+                return self._inbox.pop()
             if self._closed_exc is not None:
                 await trio.lowlevel.checkpoint()
                 raise self._closed_exc
@@ -165,6 +209,7 @@ class WebSocket:
                 continue  # woken by our own close: the loop raises _closed_exc
             if data:
                 self._feed(data)
+                self._inbox.reverse()  # oldest last, for pop()
             else:
                 self._core.receive_eof()
                 self._end(frames.ABNORMAL, "connection lost")
@@ -188,24 +233,27 @@ class WebSocket:
             try:
                 data = self._sock.recv(RECV_BYTES)
             except BlockingIOError:
-                self._unyielded = 0
-                with trio.CancelScope(deadline=self._read_deadline) as scope:
-                    self._read_scope = scope
-                    try:
-                        await trio.lowlevel.wait_readable(self._sock)
-                    except trio.ClosedResourceError:
-                        return b""
-                    finally:
-                        self._read_scope = None
-                if scope.cancelled_caught:
-                    if self._close_sent is not None and trio.current_time() >= self._read_deadline:
-                        self._end(*self._close_sent)  # the client never answered our close
-                    return None
-                continue
+                data = None
             except OSError:
                 return b""
-            self._counters.bytes_in += len(data)
-            return data
+            if data is not None:
+                self._counters.bytes_in += len(data)
+                return data
+            # Wait outside the `except` block: there, the BlockingIOError and its
+            # traceback stayed alive as long as the connection idled (~600 B).
+            self._unyielded = 0
+            with trio.CancelScope(deadline=self._read_deadline) as scope:
+                self._read_scope = scope
+                try:
+                    await trio.lowlevel.wait_readable(self._sock)
+                except trio.ClosedResourceError:
+                    return b""
+                finally:
+                    self._read_scope = None
+            if scope.cancelled_caught:
+                if self._close_sent is not None and trio.current_time() >= self._read_deadline:
+                    self._end(*self._close_sent)  # the client never answered our close
+                return None
 
     def _feed(self, data: bytes) -> None:
         core = self._core
@@ -220,10 +268,12 @@ class WebSocket:
                     self._fragment_opcode = opcode
                     self._fragments = [bytes(frame.data)]
             elif opcode is Opcode.CONT:
+                if self._fragments is None:
+                    self._fragments = []
                 self._fragments.append(bytes(frame.data))
                 if frame.fin and self._fragment_opcode is not None:
                     self._deliver(self._fragment_opcode, b"".join(self._fragments))
-                    self._fragments, self._fragment_opcode = [], None
+                    self._fragments, self._fragment_opcode = None, None
             elif opcode is Opcode.PONG:
                 self.pong_seen = True
             elif opcode is Opcode.CLOSE:
@@ -273,7 +323,6 @@ class WebSocket:
             self.state = State.CLOSING
         if self._read_scope is not None:
             self._read_scope.cancel()
-        self._writer_lot.unpark_all()
 
     def _take_core_output(self) -> None:
         """Queue what the core wants to send (pongs, close frames) after our frames."""
@@ -297,7 +346,8 @@ class WebSocket:
         """
         if self.state is not State.OPEN:
             return False
-        if not self._outbox:
+        outbox = self._outbox
+        if not outbox:
             try:
                 sent = self._sock.send(frame)
             except BlockingIOError:
@@ -309,17 +359,15 @@ class WebSocket:
             self._counters.messages_out += 1
             if sent == len(frame):
                 return True
-            self._outbox.append(memoryview(frame)[sent:])
-            self._outbox_bytes += len(frame) - sent
-            self._writer_lot.unpark_all()
+            self._enqueue(memoryview(frame)[sent:])
             return True
         if (
-            len(self._outbox) >= self._limits.messages
+            len(outbox) >= self._limits.messages
             or self._outbox_bytes + len(frame) > self._limits.bytes
         ):
             self._slow_consumer()
             return False
-        self._outbox.append(frame)
+        outbox.append(frame)
         self._outbox_bytes += len(frame)
         self._counters.messages_out += 1
         return True
@@ -345,19 +393,29 @@ class WebSocket:
         return self.send_frame_nowait(frames.PING_FRAME)
 
     def _enqueue(self, chunk: bytes | memoryview) -> None:
-        """Queue bytes past the outbox bound (control frames must always go out)."""
+        """Queue bytes past the outbox bound (control frames must always go out),
+        and start the writer task if it is not running."""
+        if self._outbox is None:
+            self._outbox = collections.deque()
         self._outbox.append(chunk)
         self._outbox_bytes += len(chunk)
-        self._writer_lot.unpark_all()
+        if self._writer_scope is None and self.state is not State.CLOSED:
+            self._writer_scope = trio.CancelScope()
+            try:
+                self._writers.start_soon(self._write_outbox, self._writer_scope)
+            except RuntimeError:  # the listener's nursery is closing: nothing will be sent
+                self._writer_scope = None
 
     def _slow_consumer(self) -> None:
         log.warning(
             "closing %s: slow consumer (outbox %d messages, %d bytes)",
-            self.id, len(self._outbox), self._outbox_bytes,
+            self.id, len(self._outbox or ()), self._outbox_bytes,
             extra={"conn": self.id, "code": "slow_consumer", "peer": self.remote[0]},
         )
-        head = self._outbox[0] if self._outbox and isinstance(self._outbox[0], memoryview) else None
-        self._outbox.clear()
+        outbox = self._outbox
+        head = outbox[0] if outbox and isinstance(outbox[0], memoryview) else None
+        if outbox:
+            outbox.clear()
         self._outbox_bytes = 0
         if head is not None:  # finish the frame already half on the wire
             self._enqueue(head)
@@ -366,35 +424,66 @@ class WebSocket:
         self.close(frames.SLOW_CONSUMER, "slow consumer")
         self._end(frames.SLOW_CONSUMER, "slow consumer")
 
-    async def run_writer(self) -> None:
-        """The connection's writer task: drain the outbox until closed and flushed."""
+    async def _write_outbox(self, scope: trio.CancelScope) -> None:
+        """The writer task: drain the outbox as the socket turns writable, then end.
+
+        It runs in the listener's nursery, not in the connection's task, so it
+        must never raise: a failure ends the connection, not the listener.
+        """
         sock = self._sock
         outbox = self._outbox
         try:
-            while True:
-                if not outbox:
-                    if self.state is not State.OPEN:
-                        return
-                    await self._writer_lot.park()
-                    continue
-                head = outbox[0]
-                try:
-                    sent = sock.send(head)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(sock)
-                    continue
-                self._counters.bytes_out += sent
-                self._outbox_bytes -= sent
-                if sent == len(head):
-                    outbox.popleft()
-                else:
-                    outbox[0] = memoryview(head)[sent:]
+            with scope:
+                while outbox:
+                    head = outbox[0]
+                    try:
+                        sent = sock.send(head)
+                    except BlockingIOError:
+                        sent = -1
+                    if sent < 0:
+                        await trio.lowlevel.wait_writable(sock)
+                        continue
+                    self._counters.bytes_out += sent
+                    self._outbox_bytes -= sent
+                    if sent == len(head):
+                        outbox.popleft()
+                    else:
+                        outbox[0] = memoryview(head)[sent:]
+                if self._outbox is outbox:
+                    self._outbox = None  # drained: an idle connection keeps no deque
         except (OSError, trio.ClosedResourceError):
-            outbox.clear()
-            self._outbox_bytes = 0
+            self._drop_outbox()
+            self._end(frames.ABNORMAL, "connection lost")
+        except Exception:
+            log.exception("writer of %s failed", self.id, extra={"conn": self.id})
+            self._drop_outbox()
             self._end(frames.ABNORMAL, "connection lost")
         finally:
-            self._flushed.set()
+            self._writer_scope = None
+            if self._written is not None:
+                self._written.set()
+                self._written = None
+
+    def _drop_outbox(self) -> None:
+        if self._outbox is not None:
+            self._outbox.clear()
+        self._outbox = None
+        self._outbox_bytes = 0
+
+    async def _wait_written(self) -> None:
+        """Until the writer task (if one runs) has emptied the outbox and ended."""
+        if self._writer_scope is None:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._written is None:
+            self._written = trio.Event()
+        await self._written.wait()
+
+    def stop_writer(self) -> None:
+        """For the listener, before it closes the socket: no more writing, ever."""
+        self.state = State.CLOSED
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
 
     # ---------------------------------------------------------------- closing
 
@@ -404,7 +493,6 @@ class WebSocket:
             return
         self._core.send_close(code, reason)
         self._take_core_output()
-        self._writer_lot.unpark_all()
         # The reader waits this long for the client's answer, then gives up.
         self._read_deadline = trio.current_time() + self._close_timeout_s
         if self._read_scope is not None:
@@ -413,7 +501,7 @@ class WebSocket:
     async def aclose(self, code: int = frames.NORMAL, reason: str = "") -> None:
         """Close and wait until our close frame is written (bounded by the caller)."""
         self.close(code, reason)
-        await self._flushed.wait()
+        await self._wait_written()
 
     async def finish(self) -> None:
         """Complete the closing handshake: read (and drop) until the client's close or
@@ -424,7 +512,7 @@ class WebSocket:
             except ConnectionClosed:
                 break
         self.state = State.CLOSED
-        await self._flushed.wait()
+        await self._wait_written()
 
     @property
     def close_code(self) -> int | None:
@@ -432,4 +520,4 @@ class WebSocket:
 
     def outbox_size(self) -> tuple[int, int]:
         """(messages, bytes) waiting for the writer task."""
-        return len(self._outbox), self._outbox_bytes
+        return len(self._outbox or ()), self._outbox_bytes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import orjson
 import pytest
 import trio
@@ -187,6 +189,37 @@ async def test_slow_consumer_is_closed_while_a_healthy_client_keeps_receiving(nu
     assert front.listener.statistics().slow_consumer_disconnects == 1
     metric = front.metrics.registry.get_sample_value("pratico_slow_consumer_disconnects_total")
     assert metric == 1.0
+
+
+async def test_a_client_that_reads_late_gets_everything_and_the_writer_task_ends(nursery):
+    """Frames that do not fit in the socket wait in the outbox for a writer task,
+    which exists only while there is something to write (an idle connection has none)."""
+    echo = Echo()
+    front = await start_front(nursery, handlers=Handlers(websocket=echo),
+                              outbox_messages=5000, outbox_bytes=8 * 1024 * 1024)
+    client = await raw_connect(front.port)
+    await client.send_all(handshake_bytes("/ws/pratico", front.port))
+    await wait_until(lambda: len(echo.open) == 1)
+    ws = echo.open[0]
+    ws._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # fills up sooner
+    tasks = lambda: len(front.listener._nursery.child_tasks)  # noqa: E731
+    idle_tasks = tasks()
+    frame = encode_text_frame("m" * 1000)
+    count = 0
+    while ws.outbox_size()[0] < 100:  # until the socket buffers are full, and then some
+        assert ws.send_frame_nowait(frame)
+        count += 1
+        assert count < 5000
+    assert tasks() == idle_tasks + 1  # the writer
+    data = b""
+    with trio.fail_after(10):
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < count * 1004:
+            data += await client.receive_some(65536)
+    assert data.split(b"\r\n\r\n", 1)[1] == (b"\x81\x7e\x03\xe8" + b"m" * 1000) * count
+    await wait_until(lambda: tasks() == idle_tasks)
+    assert ws.outbox_size() == (0, 0)
+    assert ws.send_frame_nowait(frame)  # straight to the socket again
+    await client.aclose()
 
 
 async def test_per_ip_limit_answers_503_with_a_json_body(nursery):
