@@ -61,9 +61,11 @@ class LessonBook:
             pending = self._loading.get(key)
             if pending is None:
                 break
+            # After the wait, look again: the value, or another waiter's retry
+            # (the load failed, was cancelled or found nothing). Breaking out
+            # here instead let every waiter load at once, and the second to
+            # finish found its entry gone (a KeyError under 2,000 joins).
             await pending.wait()
-            if key not in self._cache:  # the load failed: try ourselves
-                break
         done = self._loading[key] = trio.Event()
         try:
             value = await load()
@@ -73,7 +75,8 @@ class LessonBook:
                 self._cache[key] = (trio.current_time() + CACHE_TTL_S, value)
             return value
         finally:
-            del self._loading[key]
+            if self._loading.get(key) is done:
+                del self._loading[key]
             done.set()
 
     async def get(self, lesson_id: str) -> Lesson | None:
