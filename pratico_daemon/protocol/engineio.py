@@ -266,6 +266,20 @@ Action = Deliver | Send | Upgraded | Closed
 class EngineIOSession:
     """Server side of one Engine.IO session; see "Theory of operation" above."""
 
+    # One per connection: slots instead of a dict (bench/gateway_bench.py).
+    __slots__ = (
+        "_next_ping_at",
+        "_pong_deadline",
+        "close_reason",
+        "max_payload_bytes",
+        "ping_interval_s",
+        "ping_timeout_s",
+        "sid",
+        "state",
+        "transport",
+        "upgrades",
+    )
+
     def __init__(
         self,
         sid: str,
