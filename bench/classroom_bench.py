@@ -185,6 +185,9 @@ async def one_client(port: int, sub: str, role: str, lesson: str, gate: asyncio.
     await ws.close()
 
 
+GIVE_UP_S = 120.0  # a run that has not joined everyone by then reports a failure
+
+
 async def load(port: int, lessons: int, students: int, inflight: int) -> dict[str, float]:
     gate = asyncio.Semaphore(inflight)
     joined: list[float] = []
@@ -210,12 +213,21 @@ async def load(port: int, lessons: int, students: int, inflight: int) -> dict[st
     start = time.perf_counter()
     tasks = [asyncio.create_task(client(sub, role, lesson)) for sub, role, lesson in clients]
     while not all_joined.is_set():
+        if time.perf_counter() - start > GIVE_UP_S:
+            failures.append(TimeoutError(
+                f"only {len(joined)}/{len(clients)} joined in {GIVE_UP_S:.0f} s"))
+            break
         try:
             await asyncio.wait_for(all_joined.wait(), 5)
         except TimeoutError:
             print(f"  … {len(joined)}/{len(clients)} joined", file=sys.stderr)
     elapsed = time.perf_counter() - start
     hold.set()
+    # A client still waiting for an answer that will not come (its join failed,
+    # its connection was dropped) must not keep the bench running for ever.
+    _, stragglers = await asyncio.wait(tasks, timeout=30)
+    for task in stragglers:
+        task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     if failures:
         raise failures[0]
