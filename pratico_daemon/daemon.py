@@ -142,6 +142,10 @@ class Daemon:
             log.info("embedded mode: one node, state in %s (no redis.url, no postgres.dsn)",
                      cfg.state_dir())
         if tune_gc:
+            # Before any room or connection exists: what is frozen now (modules,
+            # config) lives as long as the process; a room frozen here would
+            # leave its cycles uncollected once it ended.
+            freeze_startup_objects()
             tune_collector(cfg.daemon.gc_threshold)
         async with trio.open_nursery() as nursery:
             if handle_signals:
@@ -177,8 +181,6 @@ class Daemon:
                 http_done.set()
             svc.health.set("listeners", True)
             addresses = BoundAddresses(realtime=bound, http=http_bound)
-            if tune_gc:
-                freeze_startup_objects()
             log.info("pratico-daemon %s ready on %s", __version__, bound)
             self.notifier.notify("READY=1", f"STATUS=serving on {bound}")
             task_status.started(addresses)
