@@ -301,8 +301,13 @@ class KeyspaceSubscription:
         # health_interval_s: a PING per idle second costs nothing and notices a
         # silently dead connection within ~2 s, well inside any presence grace.
         self.name = f"pratico-sub-{uuid.uuid4().hex[:12]}"
+        # RESP2 on this connection: a subscribed RESP2 client gets its PONG as
+        # ["pong", ""] beside the ["message", …] pushes, the shape `_session`
+        # reads. (redis-py 8.2 speaks RESP3 by default, where PONG is a plain
+        # "PONG"; `_session` accepts both.)
         self._pool = aredis.ConnectionPool.from_url(
-            url, socket_timeout=None, retry=Retry(NoBackoff(), 0), client_name=self.name
+            url, socket_timeout=None, retry=Retry(NoBackoff(), 0), client_name=self.name,
+            protocol=2,
         )
         db = int(self._pool.connection_kwargs.get("db", 0) or 0)
         self.channel = f"__keyevent@{db}__:expired"
@@ -452,10 +457,12 @@ class KeyspaceSubscription:
                     await conn.send_command("PING")
                     ping_sent = now
                     continue
-                if msg[0] == b"message":
-                    self._deliver(msg[2])
-                elif msg[0] == b"pong":
+                if msg == b"PONG" or msg[0] == b"pong":
+                    # Unrecognised, the PONG left the PING unanswered and the
+                    # subscription was torn down every 3 s (with a RESYNC each).
                     ping_sent = None
+                elif msg[0] == b"message":
+                    self._deliver(msg[2])
                 if ping_sent is not None and now - ping_sent > 3 * self.health_interval_s:
                     raise redis.exceptions.TimeoutError("PONG overdue")
         finally:

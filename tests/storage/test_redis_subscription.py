@@ -62,6 +62,21 @@ async def test_client_kill_is_noticed_and_notifications_resume(
     assert listing.count(f"name={sub.name} ") == 1  # one subscription, not a leak
 
 
+async def test_a_healthy_subscription_stays_up(
+    aio_loop: object, state_dir: Path, redis_prefix: str
+) -> None:
+    """Many PINGs, no restart: an unrecognised PONG once tore it down every 3 intervals."""
+    services = make_services(redis_config(state_dir, redis_prefix))
+    async with open_redis(services.config, services, health_interval_s=0.1) as stores:
+        await stores.subscription.wait_subscribed()
+        await trio.sleep(1.5)  # 15 health intervals: several PING/PONG rounds
+        assert restarts(services) == 0
+        assert stores.subscription.sessions == 1
+        assert services.health.checks["redis"].ok
+        await stores.presence.set("still_here", "x", ttl_s=0.1)
+        assert await next_expiry(stores) == "still_here"
+
+
 async def test_silently_dead_subscription_is_noticed(
     aio_loop: object, redis_proxy: TcpProxy, state_dir: Path, redis_prefix: str,
     raw_redis: RawRedis,
