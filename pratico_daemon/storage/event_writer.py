@@ -64,7 +64,7 @@ class Pending:
     quarter of the cost of an append at tens of thousands of events/s.
     """
 
-    __slots__ = ("abandoned", "data_json", "error", "event", "queued_at", "task")
+    __slots__ = ("abandoned", "data_json", "error", "event", "parked", "queued_at", "task")
 
     def __init__(self, event: RoomEvent, data_json: str, queued_at: float,
                  task: trio.lowlevel.Task | None = None) -> None:
@@ -74,6 +74,7 @@ class Pending:
         self.task = task  # parked until its batch completes; None once woken or abandoned
         self.error: BaseException | None = None
         self.abandoned = False
+        self.parked = False  # the appender sleeps in wait_task_rescheduled
 
     def __repr__(self) -> str:
         state = "abandoned" if self.abandoned else "waiting" if self.task else "done"
@@ -85,9 +86,15 @@ class Pending:
         return trio.lowlevel.Abort.SUCCEEDED
 
     def wake(self) -> None:
-        """Resume the appender (once; never one that was cancelled meanwhile)."""
+        """Resume the appender (once; never one that was cancelled meanwhile).
+
+        A guard, not a path taken today: trio's `receive` yields before it
+        returns, so an appender has always parked by the time its batch
+        completes. Should that change, an appender not yet asleep finds `task`
+        cleared and does not park, instead of trio rescheduling a running task.
+        """
         task, self.task = self.task, None
-        if task is not None and not self.abandoned:
+        if task is not None and self.parked and not self.abandoned:
             trio.lowlevel.reschedule(task)
 
 
@@ -183,7 +190,9 @@ class GroupCommitWriter:
                 pending.abandoned = True
                 self._finished(1)
                 raise
-        await trio.lowlevel.wait_task_rescheduled(pending.abort)
+        if pending.task is not None:  # not completed while we waited for room
+            pending.parked = True
+            await trio.lowlevel.wait_task_rescheduled(pending.abort)
         if pending.error is not None:
             raise pending.error
 

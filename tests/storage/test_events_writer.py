@@ -136,3 +136,23 @@ async def test_a_bug_in_a_commit_fails_its_batch_but_not_the_writer(
     await writer.append_durable(RoomEvent("r", "second"))
     assert calls == [1, 1]
     assert "event batch of 1 failed" in caplog.text
+
+
+async def test_a_commit_that_never_yields_still_wakes_appenders_queued_through_a_full_channel():
+    # With room for one event, appenders wait in the channel's `send`, and a
+    # commit that never yields completes events as fast as the writer takes
+    # them: every appender must still be woken exactly once and return.
+    committed: list[str] = []
+
+    async def instant_commit(batch: Sequence[Pending]) -> None:
+        committed.extend(p.event.type for p in batch)
+
+    writer = GroupCommitWriter(instant_commit, queue_size=1, max_batch=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        with trio.fail_after(5):
+            async with trio.open_nursery() as appenders:
+                for n in range(50):
+                    appenders.start_soon(writer.append_durable, RoomEvent("r", f"e{n}"))
+        nursery.cancel_scope.cancel()
+    assert sorted(committed) == sorted(f"e{n}" for n in range(50))
