@@ -51,7 +51,6 @@ class LoopWatch:
         try:
             task_status.started()
             while True:
-                # Wall-clock on purpose: a mock clock in tests must not read as lag.
                 before = time.perf_counter()
                 await trio.sleep(self.interval_s)
                 lag = max(0.0, time.perf_counter() - before - self.interval_s)

@@ -97,16 +97,17 @@ class EngineConnection:
         self.query = request.query
         self.origin = request.header("origin")
         self.remote = request.client_ip
+        interval = cfg.engineio.ping_interval_s
         self.eio = EngineIOSession(
             new_id(),
             now=trio.current_time(),
             transport=transport,
-            ping_interval_s=cfg.engineio.ping_interval_s,
+            ping_interval_s=interval,
             ping_timeout_s=cfg.engineio.ping_timeout_s,
             max_payload_bytes=cfg.engineio.max_payload_bytes,
             # Sessions opened together are not pinged together (the gateway's
             # heartbeat would send hundreds of pings in one tick; front.py has why).
-            first_ping_s=cfg.engineio.ping_interval_s * (0.5 + 0.5 * random.random()),
+            first_ping_s=random.uniform(interval / 2, interval),
         )
         self.sid = self.eio.sid
         self.ws: WebSocket | None = None

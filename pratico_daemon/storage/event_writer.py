@@ -64,17 +64,16 @@ class Pending:
     quarter of the cost of an append at tens of thousands of events/s.
     """
 
-    __slots__ = ("abandoned", "data_json", "error", "event", "parked", "queued_at", "task")
+    __slots__ = ("abandoned", "data_json", "error", "event", "queued_at", "task")
 
     def __init__(self, event: RoomEvent, data_json: str, queued_at: float,
-                 task: trio.lowlevel.Task | None = None) -> None:
+                 task: trio.lowlevel.Task) -> None:
         self.event = event
         self.data_json = data_json  # the event's data, encoded once, validated
         self.queued_at = queued_at
-        self.task = task  # parked until its batch completes; None once woken or abandoned
+        self.task: trio.lowlevel.Task | None = task  # parked until its batch completes
         self.error: BaseException | None = None
         self.abandoned = False
-        self.parked = False  # the appender sleeps in wait_task_rescheduled
 
     def __repr__(self) -> str:
         state = "abandoned" if self.abandoned else "waiting" if self.task else "done"
@@ -88,13 +87,11 @@ class Pending:
     def wake(self) -> None:
         """Resume the appender (once; never one that was cancelled meanwhile).
 
-        A guard, not a path taken today: trio's `receive` yields before it
-        returns, so an appender has always parked by the time its batch
-        completes. Should that change, an appender not yet asleep finds `task`
-        cleared and does not park, instead of trio rescheduling a running task.
+        The appender is always asleep by then, even one that queued through a
+        full channel: trio's `receive` yields before it returns the event.
         """
         task, self.task = self.task, None
-        if task is not None and self.parked and not self.abandoned:
+        if task is not None and not self.abandoned:
             trio.lowlevel.reschedule(task)
 
 
@@ -145,10 +142,9 @@ def encode_data(event: RoomEvent, max_bytes: int = DEFAULT_MAX_DATA_BYTES) -> st
 
 
 def _check_text(name: str, value: Any, *, empty_ok: bool = False) -> None:
-    if (type(value) is not str or not (value or empty_ok) or len(value) > _MAX_TEXT
-            or "\0" in value):
-        if not isinstance(value, str) or not (value or empty_ok):
-            raise InvalidData(f"event {name} must be a non-empty string")
+    if not isinstance(value, str) or not (value or empty_ok):
+        raise InvalidData(f"event {name} must be a non-empty string")
+    if len(value) > _MAX_TEXT or "\0" in value:
         raise InvalidData(f"event {name} is too long or contains NUL")
 
 
@@ -190,9 +186,7 @@ class GroupCommitWriter:
                 pending.abandoned = True
                 self._finished(1)
                 raise
-        if pending.task is not None:  # not completed while we waited for room
-            pending.parked = True
-            await trio.lowlevel.wait_task_rescheduled(pending.abort)
+        await trio.lowlevel.wait_task_rescheduled(pending.abort)
         if pending.error is not None:
             raise pending.error
 

@@ -301,10 +301,9 @@ class KeyspaceSubscription:
         # health_interval_s: a PING per idle second costs nothing and notices a
         # silently dead connection within ~2 s, well inside any presence grace.
         self.name = f"pratico-sub-{uuid.uuid4().hex[:12]}"
-        # RESP2 on this connection: a subscribed RESP2 client gets its PONG as
-        # ["pong", ""] beside the ["message", …] pushes, the shape `_session`
-        # reads. (redis-py 8.2 speaks RESP3 by default, where PONG is a plain
-        # "PONG"; `_session` accepts both.)
+        # RESP2, the protocol `_session` reads: a subscribed client's PONG is
+        # ["pong", ""] there. Under redis-py 8.2's default, RESP3, it is a plain
+        # "PONG", went unrecognised, and the subscription was torn down every 3 s.
         self._pool = aredis.ConnectionPool.from_url(
             url, socket_timeout=None, retry=Retry(NoBackoff(), 0), client_name=self.name,
             protocol=2,
@@ -457,12 +456,10 @@ class KeyspaceSubscription:
                     await conn.send_command("PING")
                     ping_sent = now
                     continue
-                if msg == b"PONG" or msg[0] == b"pong":
-                    # Unrecognised, the PONG left the PING unanswered and the
-                    # subscription was torn down every 3 s (with a RESYNC each).
-                    ping_sent = None
-                elif msg[0] == b"message":
+                if msg[0] == b"message":
                     self._deliver(msg[2])
+                elif msg[0] == b"pong":
+                    ping_sent = None
                 if ping_sent is not None and now - ping_sent > 3 * self.health_interval_s:
                     raise redis.exceptions.TimeoutError("PONG overdue")
         finally:

@@ -473,9 +473,9 @@ class FrontListener:
         self._websockets.add(ws)
         if ws.framing == "json":
             # The first ping comes 1/2 to 1 interval after the handshake, so that
-            # clients that connected together are not pinged together (see below).
-            ws.keepalive_due = trio.current_time() + self._keepalive_s * (
-                0.5 + 0.5 * random.random())
+            # clients that connected together are not pinged together (see `_keepalive_loop`).
+            ws.keepalive_due = trio.current_time() + random.uniform(
+                self._keepalive_s / 2, self._keepalive_s)
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self.metrics.connections.labels(ws.framing).inc()
         self.metrics.connections_total.labels(ws.framing).inc()
