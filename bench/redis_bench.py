@@ -31,6 +31,7 @@ from pratico_daemon.storage.bridge import RedisBridge
 from pratico_daemon.storage.checkpointer import Checkpointer
 from pratico_daemon.storage.protocols import Checkpoint
 from pratico_daemon.storage.redis_store import RedisCheckpoints, RedisPresence, make_client
+from pratico_daemon.storage.resp import RespConnection, pack
 
 STATE = {  # a small live-room snapshot: page, a quiz, 30 participants
     "page": 7,
@@ -59,7 +60,7 @@ async def bench_ops(args: argparse.Namespace, prefix: str) -> list[tuple[str, fl
     best = {"per-call crossing (aio_as_trio per HSET)": 0.0, "batching bridge (presence.hset)": 0.0}
     try:
         async with trio.open_nursery() as nursery:
-            bridge = RedisBridge(client)
+            bridge = RedisBridge(args.url)
             await nursery.start(bridge.run)
             presence = RedisPresence(bridge, prefix)
             hset = aio_as_trio(client.hset)
@@ -85,55 +86,100 @@ async def bench_ops(args: argparse.Namespace, prefix: str) -> list[tuple[str, fl
 
 
 async def bench_checkpoints(args: argparse.Namespace, prefix: str) -> list[tuple[str, float]]:
-    client = make_client(args.url)
     drain = steady = 0.0
-    try:
-        async with trio.open_nursery() as nursery:
-            bridge = RedisBridge(client)
-            await nursery.start(bridge.run)
-            store = RedisCheckpoints(bridge, prefix, max_bytes=10 << 20)
-            metrics = Metrics()
-            checkpointer = Checkpointer(store, metrics, interval_s=0.1)
-            await nursery.start(checkpointer.run)
-            versions = dict.fromkeys(range(args.rooms), 0)
+    async with trio.open_nursery() as nursery:
+        bridge = RedisBridge(args.url)
+        await nursery.start(bridge.run)
+        store = RedisCheckpoints(bridge, prefix, max_bytes=10 << 20)
+        metrics = Metrics()
+        checkpointer = Checkpointer(store, metrics, interval_s=0.1)
+        await nursery.start(checkpointer.run)
+        versions = dict.fromkeys(range(args.rooms), 0)
 
-            def snapshot(room: int) -> Callable[[], Checkpoint]:
-                return lambda: Checkpoint(f"room-{room}", "pratico", versions[room], STATE)
+        def snapshot(room: int) -> Callable[[], Checkpoint]:
+            return lambda: Checkpoint(f"room-{room}", "pratico", versions[room], STATE)
 
-            for _ in range(args.rounds):
-                # Drain: every room dirty at once, flushed (the SIGTERM path).
+        for _ in range(args.rounds):
+            # Drain: every room dirty at once, flushed (the SIGTERM path).
+            for room in versions:
+                versions[room] += 1
+                checkpointer.mark_dirty(f"room-{room}", snapshot(room))
+            start = time.perf_counter()
+            await checkpointer.flush()
+            drain = max(drain, args.rooms / (time.perf_counter() - start))
+
+        # Steady state: every room changes every ~10 ms for 3 s; the
+        # checkpointer may write each at most every 100 ms.
+        before = checkpointer.statistics().written
+        start = time.perf_counter()
+        with trio.move_on_after(3.0):
+            while True:
                 for room in versions:
                     versions[room] += 1
                     checkpointer.mark_dirty(f"room-{room}", snapshot(room))
-                start = time.perf_counter()
-                await checkpointer.flush()
-                drain = max(drain, args.rooms / (time.perf_counter() - start))
-
-            # Steady state: every room changes every ~10 ms for 3 s; the
-            # checkpointer may write each at most every 100 ms.
-            before = checkpointer.statistics().written
-            start = time.perf_counter()
-            with trio.move_on_after(3.0):
-                while True:
-                    for room in versions:
-                        versions[room] += 1
-                        checkpointer.mark_dirty(f"room-{room}", snapshot(room))
-                    await trio.sleep(0.01)
-            steady = (checkpointer.statistics().written - before) / (time.perf_counter() - start)
-            lag = metrics.checkpoint_lag_seconds._value.get()
-            print(f"(steady state: {args.rooms} rooms changing every 10 ms, "
-                  f"checkpoint lag at the end {lag * 1000:.0f} ms, "
-                  f"ideal {args.rooms / 0.1:.0f} writes/s)")
-            for room in versions:
-                checkpointer.forget(f"room-{room}")
-            await checkpointer.flush()
-            nursery.cancel_scope.cancel()
-    finally:
-        await aio_as_trio(client.aclose)()
+                await trio.sleep(0.01)
+        steady = (checkpointer.statistics().written - before) / (time.perf_counter() - start)
+        lag = metrics.checkpoint_lag_seconds._value.get()
+        print(f"(steady state: {args.rooms} rooms changing every 10 ms, "
+              f"checkpoint lag at the end {lag * 1000:.0f} ms, "
+              f"ideal {args.rooms / 0.1:.0f} writes/s)")
+        for room in versions:
+            checkpointer.forget(f"room-{room}")
+        await checkpointer.flush()
+        nursery.cancel_scope.cancel()
     return [
         (f"checkpoint drain ({args.rooms} rooms, flush)", drain),
         (f"checkpoint steady ({args.rooms} rooms, 100 ms)", steady),
     ]
+
+
+def join_batch(prefix: str) -> list[tuple[object, ...]]:
+    """What five classroom joins send in one batch: EXISTS, HSET, PEXPIRE each."""
+    commands: list[tuple[object, ...]] = []
+    for i in range(5):
+        key = f"{prefix}wire{i}"
+        commands += [("EXISTS", key),
+                     ("HSET", key, "sid", "abc123", "client_id", f"s1_{i}", "role", "student",
+                      "org_id", "org1", "lesson_id", "L1"),
+                     ("PEXPIRE", key, 86_400_000)]
+    return commands
+
+
+async def bench_wire(url: str, prefix: str, batches: int) -> list[tuple[str, float]]:
+    """CPU per command of one MULTI/EXEC batch: redis-py's pipeline vs resp.py (asyncio side).
+
+    process_time of this process only (Redis is another): packing, parsing, the
+    event loop's socket work. Best of three.
+    """
+    commands = join_batch(prefix)
+    client = make_client(url)
+    conn = await RespConnection.open(url)
+    payload = pack([("MULTI",), *commands, ("EXEC",)])
+
+    async def redis_py() -> None:
+        pipe = client.pipeline(transaction=True)
+        for command in commands:
+            pipe.execute_command(*command)
+        await pipe.execute(raise_on_error=False)
+        await pipe.reset()
+
+    async def resp() -> None:
+        await conn.request(payload, len(commands) + 2)
+
+    best = {"redis-py pipeline": float("inf"), "resp.py + hiredis (the bridge)": float("inf")}
+    try:
+        for _ in range(3):
+            for name, run in zip(best, (redis_py, resp), strict=True):
+                await run()
+                start = time.process_time()
+                for _ in range(batches):
+                    await run()
+                cpu = (time.process_time() - start) / (batches * len(commands))
+                best[name] = min(best[name], cpu * 1e6)
+    finally:
+        conn.close()
+        await client.aclose()
+    return list(best.items())
 
 
 async def cleanup(url: str, prefix: str) -> None:
@@ -152,6 +198,7 @@ async def main(args: argparse.Namespace) -> None:
         try:
             ops = await bench_ops(args, prefix)
             checkpoints = await bench_checkpoints(args, prefix)
+            wire = await aio_as_trio(bench_wire)(args.url, prefix, 2000)
         finally:
             await aio_as_trio(cleanup)(args.url, prefix)
     peer = ops[0][1]
@@ -159,6 +206,10 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{'mode':<48} {'ops/s':>10} {'ratio':>7}")
     for name, rate in ops:
         print(f"{name:<48} {rate:>10,.0f} {rate / peer:>6.1f}×")
+    print("\nCPU per command, batches of 5 joins' writes (15 commands) in MULTI/EXEC")
+    print(f"{'wire':<48} {'µs/command':>10} {'ratio':>7}")
+    for name, cost in wire:
+        print(f"{name:<48} {cost:>10.1f} {wire[0][1] / cost:>6.1f}×")
     print(f"\n{'checkpoints through the Checkpointer':<48} {'writes/s':>10}")
     for name, rate in checkpoints:
         print(f"{name:<48} {rate:>10,.0f}")

@@ -21,20 +21,29 @@ async def together(*calls: Callable[[], Awaitable[Any]]) -> list[Any]:
     async def run(i: int, call: Callable[[], Awaitable[Any]]) -> None:
         results[i] = await call()
 
+    if not calls:
+        return results
     try:
         async with trio.open_nursery() as nursery:
-            for i, call in enumerate(calls):
+            # The last call runs in this task: one task fewer to spawn per call.
+            for i, call in enumerate(calls[:-1]):
                 nursery.start_soon(run, i, call)
+            results[-1] = await calls[-1]()
     except BaseExceptionGroup as group:
-        first = _first_leaf(group)
-        if isinstance(first, Exception) and not isinstance(first, trio.Cancelled):
+        first = _first_error(group)
+        if first is not None:
             raise first from None
         raise
     return results
 
 
-def _first_leaf(group: BaseExceptionGroup) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
+def _first_error(group: BaseExceptionGroup) -> Exception | None:
+    """The first leaf that is an error of a call (not a `Cancelled` that followed it)."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_error(exc)
+            if found is not None:
+                return found
+        elif isinstance(exc, Exception) and not isinstance(exc, trio.Cancelled):
+            return exc
+    return None

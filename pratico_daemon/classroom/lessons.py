@@ -98,9 +98,31 @@ class LessonBook:
         self._cache.pop(("lesson", lesson_id), None)
         self._cache.pop(("seating", lesson_id), None)
 
+    def _fresh(self, key: tuple[str, str]) -> Any:
+        hit = self._cache.get(key)
+        return hit[1] if hit is not None and hit[0] > trio.current_time() else None
+
+    def cached_with_seat(self, lesson_id: str, student_id: str | None
+                         ) -> tuple[Lesson, int | None] | None:
+        """What `get_with_seat` would answer, if the cache holds all of it; else None.
+
+        The common case of a class arriving together, answered without a task
+        or a yield: every join after the first reads the same two entries.
+        """
+        lesson = self._fresh(("lesson", lesson_id))
+        if lesson is None:
+            return None
+        if student_id is None:
+            return lesson, None
+        seating = self._fresh(("seating", lesson_id))
+        return None if seating is None else (lesson, seating.get(student_id))
+
     async def get_with_seat(self, lesson_id: str, student_id: str | None
                             ) -> tuple[Lesson | None, int | None]:
         """The lesson and the student's seat (None: no attendance row)."""
+        hit = self.cached_with_seat(lesson_id, student_id)
+        if hit is not None:
+            return hit
         if student_id is None:
             return await self.get(lesson_id), None
         lesson, seating = await together(lambda: self.get(lesson_id),

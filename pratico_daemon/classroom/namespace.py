@@ -42,6 +42,7 @@ from pratico_daemon.storage.expirations import ExpiryFeed
 from pratico_daemon.storage.protocols import (
     RESYNC,
     Conflict,
+    HashWrite,
     InvalidData,
     RoomEvent,
     StorageError,
@@ -295,18 +296,18 @@ class ClassroomNamespace(Namespace):
         self._track("reconnect" if existed else "connect", client)
         return {"client_id": client_id, "role": "student"}
 
-    async def _write_student_session(self, client: Client) -> bool:
-        """Reset `{client_id}` with this sid (24 h); True if the key existed (a reconnect)."""
-        key = keys.user(client.data["client_id"])
+    def _student_session(self, client: Client) -> HashWrite:
+        """`{client_id}` reset with this sid, for 24 h (seed 001)."""
         session = {"sid": client.sid, "client_id": client.data["client_id"], "role": "student",
                    "org_id": client.data.get("org_id") or ""}
         if client.data.get("lesson_id"):
             session["lesson_id"] = client.data["lesson_id"]
-        existed, _ = await together(
-            lambda: self.presence.exists(key),
-            lambda: self.presence.hset(key, session, ttl_s=keys.SESSION_TTL_S),
-        )
-        return bool(existed)
+        return HashWrite(keys.user(client.data["client_id"]), session, keys.SESSION_TTL_S)
+
+    async def _write_student_session(self, client: Client) -> bool:
+        """Reset `{client_id}`; True if the key existed (a reconnect)."""
+        (existed,) = await self.presence.hset_many([self._student_session(client)])
+        return existed
 
     async def disconnect(self, client: Client, reason: str) -> None:
         """The connection dropped (it may still come back: `reconnected` or `gone` follows)."""
@@ -407,34 +408,35 @@ class ClassroomNamespace(Namespace):
             croom.enter_lesson(client, mine, client_id))
         client.data["lesson_id"] = lesson_id
         client.data["seat_count"] = lesson.seat_count
-        # Every write of the join at once: one Redis pipeline, one Postgres group commit.
+        # Every write of the join at once: one Redis request (a transaction), one
+        # Postgres group commit; a class arriving together needs no other task.
         joined = RoomEvent(lesson_id, "lesson_joined", {
             "role": mine, "sid": client.sid, "seat": seat}, user_id=client_id)
-        writes: list[Callable[[], Awaitable[Any]]] = [lambda: self._record(joined)]
+        hashes: list[HashWrite] = []
+        writes: list[Callable[[], Awaitable[Any]]] = [
+            lambda: self._record(joined), lambda: self.presence.hset_many(hashes)]
         if not seats and lesson.seat_count > 0:
             writes.append(lambda: self._create_seats(lesson, seat, student_id))
         elif seat is not None and student_id is not None and seats.get(str(seat)) != student_id:
-            writes.append(lambda: self.presence.hset(keys.lesson_seat(lesson_id),
-                                                     {str(seat): student_id}))
+            hashes.append(HashWrite(keys.lesson_seat(lesson_id), {str(seat): student_id}))
         if mine == "teacher":
-            writes.append(lambda: self.presence.hset(
-                keys.lesson_teacher(lesson_id), {user_id: client.sid}, ttl_s=keys.SESSION_TTL_S))
-            writes.append(lambda: self.presence.hset(keys.user(user_id), {
+            hashes.append(HashWrite(keys.lesson_teacher(lesson_id), {user_id: client.sid},
+                                    keys.SESSION_TTL_S))
+            hashes.append(HashWrite(keys.user(user_id), {
                 "sid": client.sid, "client_id": user_id, "role": "teacher",
-                "org_id": lesson.org_id, "lesson_id": lesson_id}, ttl_s=keys.SESSION_TTL_S))
+                "org_id": lesson.org_id, "lesson_id": lesson_id}, keys.SESSION_TTL_S))
             if lesson.status == "scheduled":
                 writes.append(lambda: self.lessons.start(lesson_id))
         else:
-            writes.append(lambda: self.presence.hset(
-                keys.lesson_student(lesson_id), {client_id: client.sid},
-                ttl_s=keys.SESSION_TTL_S))
-            writes.append(lambda: self._write_student_session(client))
+            hashes.append(HashWrite(keys.lesson_student(lesson_id), {client_id: client.sid},
+                                    keys.SESSION_TTL_S))
+            hashes.append(self._student_session(client))
         try:
             results = await together(*writes)
         except StorageUnavailable as exc:
             await self._leave_lesson(client, "unavailable")
             raise AppError("unavailable", f"storage unavailable: {exc}") from None
-        if bind is not None and mine == "student" and results[-1]:
+        if bind is not None and mine == "student" and results[1][-1]:
             self._track("reconnect", client)  # `{client_id}` existed: this user came back
         if not seats and lesson.seat_count > 0:
             seats = {str(i): "" for i in range(1, lesson.seat_count + 1)}
@@ -464,10 +466,15 @@ class ClassroomNamespace(Namespace):
     async def _lesson_seat_and_seats(self, lesson_id: str, student_id: str | None
                                      ) -> tuple[Lesson, int | None, dict[str, str]]:
         """The lesson, the student's seat and the seat hash, read together."""
+        cached = self.lessons.cached_with_seat(lesson_id, student_id)
         try:
-            (lesson, seat), seats = await together(
-                lambda: self.lessons.get_with_seat(lesson_id, student_id),
-                lambda: self.presence.hgetall(keys.lesson_seat(lesson_id)))
+            if cached is not None:  # a class arriving together: one Redis read
+                (lesson, seat), seats = cached, await self.presence.hgetall(
+                    keys.lesson_seat(lesson_id))
+            else:
+                (lesson, seat), seats = await together(
+                    lambda: self.lessons.get_with_seat(lesson_id, student_id),
+                    lambda: self.presence.hgetall(keys.lesson_seat(lesson_id)))
         except StorageUnavailable as exc:
             raise AppError("unavailable", f"storage unavailable: {exc}") from None
         if lesson is None:

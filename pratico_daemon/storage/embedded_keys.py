@@ -20,7 +20,7 @@ from __future__ import annotations
 import fnmatch
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,7 +31,7 @@ from pratico_daemon.config import Config
 from pratico_daemon.services import Services
 from pratico_daemon.storage.background import background_tasks
 from pratico_daemon.storage.expirations import ExpiryFeed
-from pratico_daemon.storage.protocols import InvalidData
+from pratico_daemon.storage.protocols import HashWrite, InvalidData
 from pratico_daemon.storage.redis_store import check_key, check_mapping, check_ttl
 
 
@@ -110,7 +110,10 @@ class EmbeddedPresence:
         if ttl_s is not None:
             check_ttl(ttl_s)
         await trio.lowlevel.checkpoint()
-        entry = self._hash(key)
+        self._apply_hset(key, self._hash(key), fields, ttl_s)
+
+    def _apply_hset(self, key: str, entry: _Entry | None, fields: dict[str, str],
+                    ttl_s: float | None) -> None:
         if entry is None:
             if not fields:
                 return
@@ -119,6 +122,24 @@ class EmbeddedPresence:
         entry.value.update(fields)
         if ttl_s is not None:
             self._set_deadline(key, entry, ttl_s)
+
+    async def hset_many(self, writes: Sequence[HashWrite]) -> list[bool]:
+        """Every write checked first (a bad one changes nothing), then all applied."""
+        checked = []
+        for write in writes:
+            fields = check_mapping(write.mapping)
+            if write.ttl_s is not None:
+                check_ttl(write.ttl_s)
+            checked.append((check_key(write.key), fields, write.ttl_s))
+        await trio.lowlevel.checkpoint()
+        for key, _, _ in checked:
+            self._hash(key)  # InvalidData for a string key, before anything changes
+        existed = []
+        for key, fields, ttl_s in checked:
+            entry = self._hash(key)
+            existed.append(entry is not None)
+            self._apply_hset(key, entry, fields, ttl_s)
+        return existed
 
     async def hgetall(self, key: str) -> dict[str, str]:
         await trio.lowlevel.checkpoint()

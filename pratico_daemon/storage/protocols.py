@@ -135,12 +135,32 @@ RESYNC = "\0resync"
 (overflow, resubscription): the consumer rescans the keys it cares about."""
 
 
+@attrs.frozen
+class HashWrite:
+    """One `hset` of a `PresenceStore.hset_many`: fields, and a TTL to reset if given."""
+
+    key: str
+    mapping: Mapping[str, str]
+    ttl_s: float | None = None
+
+
 class PresenceStore(Protocol):
     """Keys with TTLs and hashes, named exactly as the seed documents (prefix added inside)."""
 
     async def hset(
         self, key: str, mapping: Mapping[str, str], ttl_s: float | None = None
     ) -> None: ...
+
+    async def hset_many(self, writes: Sequence[HashWrite]) -> list[bool]:
+        """Apply the writes together; for each, whether its key existed just before it.
+
+        One request (on Redis one transaction) instead of one per write: a
+        `join_lesson` writes three hashes and asks whether the user's session
+        key was there (a reconnect). Input that fails validation (a bad key,
+        mapping or TTL) is refused before anything is written; a key holding a
+        string is `InvalidData` (Redis, like any MULTI, keeps the other writes).
+        """
+        ...
 
     async def hgetall(self, key: str) -> dict[str, str]: ...
 

@@ -56,7 +56,12 @@ from pratico_daemon.storage.aio import aio_as_trio
 from pratico_daemon.storage.background import background_tasks
 from pratico_daemon.storage.bridge import Op, RedisBridge
 from pratico_daemon.storage.expirations import ExpiryFeed
-from pratico_daemon.storage.protocols import Checkpoint, InvalidData, StorageUnavailable
+from pratico_daemon.storage.protocols import (
+    Checkpoint,
+    HashWrite,
+    InvalidData,
+    StorageUnavailable,
+)
 
 log = logs.get("storage.redis")
 
@@ -130,9 +135,35 @@ class RedisPresence:
         if commands:
             await self._bridge.call(Op(tuple(commands), lambda r: None))
 
+    async def hset_many(self, writes: Sequence[HashWrite]) -> list[bool]:
+        """One transaction: `EXISTS` then `HSET` (then `PEXPIRE`) per write."""
+        commands: list[tuple[Any, ...]] = []
+        shape: list[int] = []  # commands per write, after its EXISTS
+        for write in writes:
+            k, fields = self._k(write.key), check_mapping(write.mapping)
+            commands.append(("EXISTS", k))
+            n = len(commands)
+            if fields:
+                commands.append(("HSET", k, *(x for kv in fields.items() for x in kv)))
+            if write.ttl_s is not None:
+                commands.append(("PEXPIRE", k, check_ttl(write.ttl_s)))
+            shape.append(len(commands) - n)
+        if not commands:
+            return []
+
+        def parse(r: list[Any]) -> list[bool]:
+            existed, at = [], 0
+            for n in shape:
+                existed.append(r[at] > 0)
+                at += 1 + n
+            return existed
+
+        return await self._bridge.call(Op(tuple(commands), parse))
+
     async def hgetall(self, key: str) -> dict[str, str]:
         def parse(r: list[Any]) -> dict[str, str]:
-            return {_text(f) or "": _text(v) or "" for f, v in r[0].items()}
+            flat = iter(r[0])  # RESP2: field, value, field, value …
+            return {_text(f) or "": _text(v) or "" for f, v in zip(flat, flat, strict=True)}
 
         return await self._bridge.call(Op((("HGETALL", self._k(key)),), parse))
 
@@ -376,10 +407,10 @@ class KeyspaceSubscription:
     async def _enable_notifications(self, bridge: RedisBridge) -> None:
         """Add `Ex` to notify-keyspace-events (keeping other flags), or plan a probe."""
         try:
-            current = await bridge.call(
+            current = await bridge.call(  # RESP2: [name, value]
                 Op((("CONFIG", "GET", "notify-keyspace-events"),), lambda r: r[0])
             )
-            flags = _as_str(next(iter(current.values()), "")) if current else ""
+            flags = _as_str(current[1]) if len(current) == 2 else ""
             wanted = flags + ("E" if "E" not in flags else "")
             wanted += "" if ("x" in flags or "A" in flags) else "x"
             if wanted != flags:
@@ -523,33 +554,28 @@ async def open_redis(
         raise ValueError("open_redis needs redis.url")
     prefix = config.redis.key_prefix
     health = _RedisHealth(services)
-    client = make_client(url)
-    try:
-        async with background_tasks() as nursery:
-            bridge = RedisBridge(
-                client, on_health=lambda ok, detail: health.set("commands", ok, detail)
-            )
-            await nursery.start(bridge.run)
-            feed = ExpiryFeed(expirations_size)
-            await nursery.start(feed.run)
-            subscription = KeyspaceSubscription(
-                url, prefix, feed, services, health, health_interval_s=health_interval_s
-            )
-            await nursery.start(subscription.run, bridge)
-            stores = RedisStores(
-                checkpoints=RedisCheckpoints(
-                    bridge, prefix, max_bytes=config.limits.max_snapshot_bytes
-                ),
-                presence=RedisPresence(bridge, prefix),
-                expirations=feed.receive,
-                bridge=bridge,
-                subscription=subscription,
-                feed=feed,
-            )
-            yield stores
-    finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(2.0):
-            await aio_as_trio(client.aclose)()
+    async with background_tasks() as nursery:
+        bridge = RedisBridge(
+            url, on_health=lambda ok, detail: health.set("commands", ok, detail)
+        )
+        await nursery.start(bridge.run)
+        feed = ExpiryFeed(expirations_size)
+        await nursery.start(feed.run)
+        subscription = KeyspaceSubscription(
+            url, prefix, feed, services, health, health_interval_s=health_interval_s
+        )
+        await nursery.start(subscription.run, bridge)
+        stores = RedisStores(
+            checkpoints=RedisCheckpoints(
+                bridge, prefix, max_bytes=config.limits.max_snapshot_bytes
+            ),
+            presence=RedisPresence(bridge, prefix),
+            expirations=feed.receive,
+            bridge=bridge,
+            subscription=subscription,
+            feed=feed,
+        )
+        yield stores
 
 
 __all__ = [

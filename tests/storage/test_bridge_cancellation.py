@@ -16,10 +16,8 @@ import pytest
 import trio
 import trio.lowlevel
 
-from pratico_daemon.storage.aio import aio_as_trio
 from pratico_daemon.storage.bridge import Op, RedisBridge
 from pratico_daemon.storage.protocols import InvalidData, StorageUnavailable
-from pratico_daemon.storage.redis_store import make_client
 from tests.support.redis import REDIS_URL, RawRedis, TcpProxy, wait_for
 
 PING = Op((("PING",),), lambda r: r[0])
@@ -27,16 +25,12 @@ PING = Op((("PING",),), lambda r: r[0])
 
 @asynccontextmanager
 async def running_bridge(url: str, **kwargs: Any) -> AsyncIterator[RedisBridge]:
-    """A bridge on its own client, its worker running; the client closed afterwards."""
-    client = make_client(url)
-    try:
-        async with trio.open_nursery() as nursery:
-            bridge = RedisBridge(client, **kwargs)
-            await nursery.start(bridge.run)
-            yield bridge
-            nursery.cancel_scope.cancel()
-    finally:
-        await aio_as_trio(client.aclose)()
+    """A bridge on its own connection, its worker running."""
+    async with trio.open_nursery() as nursery:
+        bridge = RedisBridge(url, **kwargs)
+        await nursery.start(bridge.run)
+        yield bridge
+        nursery.cancel_scope.cancel()
 
 
 def set_and_get(key: str, value: str) -> Op[bytes]:
@@ -200,7 +194,6 @@ async def test_a_refused_command_fails_only_its_caller(aio_loop: object, redis_p
 async def test_closing_the_bridge_releases_waiting_callers(
     aio_loop: object, redis_proxy: TcpProxy
 ) -> None:
-    client = make_client(redis_proxy.url)
     result: list[outcome.Outcome[Any]] = []
 
     async def caller(bridge: RedisBridge) -> None:
@@ -208,7 +201,7 @@ async def test_closing_the_bridge_releases_waiting_callers(
 
     async with trio.open_nursery() as outer:
         async with trio.open_nursery() as inner:
-            bridge = RedisBridge(client, timeout_s=30)
+            bridge = RedisBridge(redis_proxy.url, timeout_s=30)
             await inner.start(bridge.run)
             assert await bridge.call(PING)
             redis_proxy.freeze()
@@ -220,7 +213,6 @@ async def test_closing_the_bridge_releases_waiting_callers(
         result[0].unwrap()
     with pytest.raises(StorageUnavailable):
         await bridge.call(PING)
-    await aio_as_trio(client.aclose)()
 
 
 async def _until_answers(bridge: RedisBridge) -> None:

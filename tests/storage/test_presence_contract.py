@@ -12,7 +12,7 @@ import trio
 
 from pratico_daemon.services import Services
 from pratico_daemon.storage.embedded_keys import open_embedded_keys
-from pratico_daemon.storage.protocols import RESYNC, InvalidData, PresenceStore
+from pratico_daemon.storage.protocols import RESYNC, HashWrite, InvalidData, PresenceStore
 from pratico_daemon.storage.redis_store import open_redis
 from tests.conftest import make_config
 from tests.support.redis import RawRedis, make_services, redis_config
@@ -200,3 +200,36 @@ async def test_scan_treats_the_prefix_literally(
         await stores.presence.set("alive:mine", "1")
         assert await stores.presence.scan("alive:*") == ["alive:mine"]
     await raw_redis("DEL", tricky + "alive:mine")
+
+
+async def test_hset_many_writes_together_and_tells_which_keys_existed(kit: Kit) -> None:
+    p = kit.presence
+    await p.hset("u2", {"sid": "old"})
+    existed = await p.hset_many([
+        HashWrite("lesson_student_l1", {"u2": "s2"}, ttl_s=86400),
+        HashWrite("u2", {"sid": "s2", "lesson_id": "l1"}, ttl_s=86400),
+        HashWrite("lesson_seat_l1", {"3": "u2"}),
+        HashWrite("lesson_seat_l1", {"4": "u3"}),  # the same key again: it exists by then
+    ])
+    assert existed == [False, True, False, True]
+    assert await p.hgetall("u2") == {"sid": "s2", "lesson_id": "l1"}
+    assert await p.hgetall("lesson_seat_l1") == {"3": "u2", "4": "u3"}
+    ttl = await p.ttl("lesson_student_l1")
+    assert ttl is not None
+    assert 86000 < ttl <= 86400
+    assert await p.ttl("lesson_seat_l1") is None
+    assert await p.hset_many([]) == []
+
+
+async def test_hset_many_refuses_bad_input_before_writing_anything(kit: Kit) -> None:
+    p = kit.presence
+    for bad in (HashWrite("ok", {"a": 1}),  # type: ignore[dict-item]
+                HashWrite("x" * 2000, {"a": "b"}),
+                HashWrite("ok", {"a": "b"}, ttl_s=-1)):
+        with pytest.raises(InvalidData):
+            await p.hset_many([HashWrite("first", {"f": "v"}), bad])
+        assert not await p.exists("first")
+    await p.set("plain", "a string")
+    with pytest.raises(InvalidData):
+        await p.hset_many([HashWrite("plain", {"f": "v"})])
+    assert await p.get("plain") == "a string"
