@@ -58,6 +58,8 @@ SEAT_ID = Field((str, int), min_len=1, max_len=6)
 # Several daemons all see one expiry; the first to claim it tells the managers.
 # Every node hears the notification within ~100 ms, so a few seconds is plenty.
 EXPIRY_CLAIM_TTL_S = 10.0
+# How long one join's request creating a seat hash stands for the joins after it.
+SEATS_SENT_S = 5.0
 # Presence writes on disconnect run shielded (a drain must not leave a teacher
 # `connect` forever) but bounded, so a dead Redis cannot hold the drain.
 DISCONNECT_WRITE_TIMEOUT_S = 5.0
@@ -83,6 +85,9 @@ class ClassroomNamespace(Namespace):
         self._lesson_locks = KeyedLock()
         self._in_grace: set[tuple[str, str]] = set()
         """(org, user) whose alive key this node put on the grace TTL (for RESYNC)."""
+        self._seats_sent: dict[str, float] = {}
+        """lesson id → until when this node's own request creating its seat hash
+        covers later joins (see `_seat_write`)."""
         self._nursery: trio.Nursery | None = None
         self.expired_handled = 0
         self.events.update({
@@ -415,10 +420,9 @@ class ClassroomNamespace(Namespace):
         hashes: list[HashWrite] = []
         writes: list[Callable[[], Awaitable[Any]]] = [
             lambda: self._record(joined), lambda: self.presence.hset_many(hashes)]
-        if not seats and lesson.seat_count > 0:
-            writes.append(lambda: self._create_seats(lesson, seat, student_id))
-        elif seat is not None and student_id is not None and seats.get(str(seat)) != student_id:
-            hashes.append(HashWrite(keys.lesson_seat(lesson_id), {str(seat): student_id}))
+        seat_write = self._seat_write(lesson, seat, student_id, seats)
+        if seat_write is not None:
+            hashes.append(seat_write)
         if mine == "teacher":
             hashes.append(HashWrite(keys.lesson_teacher(lesson_id), {user_id: client.sid},
                                     keys.SESSION_TTL_S))
@@ -434,6 +438,8 @@ class ClassroomNamespace(Namespace):
         try:
             results = await together(*writes)
         except StorageUnavailable as exc:
+            if seat_write is not None and seat_write.defaults:
+                self._seats_sent.pop(lesson_id, None)  # the next join creates them again
             await self._leave_lesson(client, "unavailable")
             raise AppError("unavailable", f"storage unavailable: {exc}") from None
         if bind is not None and mine == "student" and results[1][-1]:
@@ -443,6 +449,32 @@ class ClassroomNamespace(Namespace):
         if seat is not None and student_id is not None:
             seats[str(seat)] = student_id
         return {"lesson_id": lesson_id, "seat": seat, "seats": seats, "client_id": client_id}
+
+    def _seat_write(self, lesson: Lesson, seat: int | None, student_id: str | None,
+                    seats: dict[str, str]) -> HashWrite | None:
+        """This join's write to `lesson_seat_{id}`, if it needs one.
+
+        Seed 001: the first join creates `{1: "", …}`. Only missing seats are
+        filled, in the same request as the join's own seat, so joins arriving
+        together need no lock and never wipe a seat another one just took,
+        whichever request Redis applies first. A class arriving together reads
+        the hash before any of them created it: once one join of this node has
+        sent the creating request, the others write their own seat only for a
+        few seconds (32 fewer commands each); a creating request that failed
+        lets the next join send it again.
+        """
+        mine = {str(seat): student_id} if seat is not None and student_id is not None else {}
+        if not seats and lesson.seat_count > 0:
+            now = trio.current_time()
+            if self._seats_sent.get(lesson.id, 0.0) <= now:
+                if len(self._seats_sent) > 10_000:
+                    self._seats_sent = {k: t for k, t in self._seats_sent.items() if t > now}
+                self._seats_sent[lesson.id] = now + SEATS_SENT_S
+                empty = {str(i): "" for i in range(1, lesson.seat_count + 1)}
+                return HashWrite(keys.lesson_seat(lesson.id), mine, defaults=empty)
+        if mine and seats.get(str(seat)) != student_id:
+            return HashWrite(keys.lesson_seat(lesson.id), mine)
+        return None
 
     def _student_token(self, client: Client, token: str) -> Claims:
         claims = self.services.auth.verify(token)
@@ -480,24 +512,6 @@ class ClassroomNamespace(Namespace):
         if lesson is None:
             raise AppError("lesson_not_found", f"no lesson {lesson_id!r}")
         return lesson, seat, seats
-
-    async def _create_seats(self, lesson: Lesson, seat: int | None, student_id: str | None
-                            ) -> None:
-        """Create `lesson_seat_{id}` = `{1: "", …}` if it is still missing (seed 001).
-
-        Under the lesson's lock and re-checked, so two first joins do not wipe a
-        name written in between; joins that find the hash write one field only.
-        """
-        key = keys.lesson_seat(lesson.id)
-        async with self._lesson_locks.hold(lesson.id):
-            if await self.presence.exists(key):
-                if seat is not None and student_id is not None:
-                    await self.presence.hset(key, {str(seat): student_id})
-                return
-            seats = {str(i): "" for i in range(1, lesson.seat_count + 1)}
-            if seat is not None and student_id is not None:
-                seats[str(seat)] = student_id
-            await self.presence.hset(key, seats)
 
     async def set_student_name(self, client: Client, payload: dict[str, Any]
                                ) -> Mapping[str, Any]:

@@ -128,16 +128,20 @@ class EmbeddedPresence:
         checked = []
         for write in writes:
             fields = check_mapping(write.mapping)
+            defaults = check_mapping(write.defaults)
             if write.ttl_s is not None:
                 check_ttl(write.ttl_s)
-            checked.append((check_key(write.key), fields, write.ttl_s))
+            checked.append((check_key(write.key), fields, defaults, write.ttl_s))
         await trio.lowlevel.checkpoint()
-        for key, _, _ in checked:
+        for key, *_ in checked:
             self._hash(key)  # InvalidData for a string key, before anything changes
         existed = []
-        for key, fields, ttl_s in checked:
+        for key, fields, defaults, ttl_s in checked:
             entry = self._hash(key)
             existed.append(entry is not None)
+            if defaults:
+                have = entry.value if entry is not None else {}
+                fields = {**{f: v for f, v in defaults.items() if f not in have}, **fields}
             self._apply_hset(key, entry, fields, ttl_s)
         return existed
 

@@ -137,11 +137,16 @@ RESYNC = "\0resync"
 
 @attrs.frozen
 class HashWrite:
-    """One `hset` of a `PresenceStore.hset_many`: fields, and a TTL to reset if given."""
+    """One `hset` of a `PresenceStore.hset_many`: fields, and a TTL to reset if given.
+
+    `defaults` are set only where the field is missing, before `mapping`: a
+    hash created with every field by whichever writer comes first.
+    """
 
     key: str
     mapping: Mapping[str, str]
     ttl_s: float | None = None
+    defaults: Mapping[str, str] = attrs.field(factory=dict)
 
 
 class PresenceStore(Protocol):

@@ -136,13 +136,15 @@ class RedisPresence:
             await self._bridge.call(Op(tuple(commands), lambda r: None))
 
     async def hset_many(self, writes: Sequence[HashWrite]) -> list[bool]:
-        """One transaction: `EXISTS` then `HSET` (then `PEXPIRE`) per write."""
+        """One transaction: `EXISTS`, `HSETNX` per default, `HSET`, `PEXPIRE` per write."""
         commands: list[tuple[Any, ...]] = []
         shape: list[int] = []  # commands per write, after its EXISTS
         for write in writes:
             k, fields = self._k(write.key), check_mapping(write.mapping)
             commands.append(("EXISTS", k))
             n = len(commands)
+            commands.extend(("HSETNX", k, f, v) for f, v in check_mapping(write.defaults).items()
+                            if f not in fields)
             if fields:
                 commands.append(("HSET", k, *(x for kv in fields.items() for x in kv)))
             if write.ttl_s is not None:

@@ -233,3 +233,15 @@ async def test_hset_many_refuses_bad_input_before_writing_anything(kit: Kit) -> 
     with pytest.raises(InvalidData):
         await p.hset_many([HashWrite("plain", {"f": "v"})])
     assert await p.get("plain") == "a string"
+
+
+async def test_hset_many_defaults_fill_only_missing_fields(kit: Kit) -> None:
+    p = kit.presence
+    empty = {"1": "", "2": "", "3": ""}
+    # Two first joins arriving together: neither wipes the other's seat.
+    await p.hset_many([HashWrite("lesson_seat_l2", {"1": "u1"}, defaults=empty)])
+    await p.hset_many([HashWrite("lesson_seat_l2", {"3": "u3"}, defaults=empty)])
+    assert await p.hgetall("lesson_seat_l2") == {"1": "u1", "2": "", "3": "u3"}
+    with pytest.raises(InvalidData):
+        await p.hset_many([HashWrite("lesson_seat_l3", {}, defaults={"1": None})])  # type: ignore[dict-item]
+    assert not await p.exists("lesson_seat_l3")
