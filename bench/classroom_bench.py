@@ -44,6 +44,7 @@ from typing import Any
 import asyncpg
 import jwt
 import redis
+from tcp_settle import settle
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,6 +238,7 @@ async def load(port: int, lessons: int, students: int, inflight: int) -> dict[st
 
 
 async def run_one(kind: str, args: argparse.Namespace) -> dict[str, float]:
+    await asyncio.to_thread(settle)  # the previous run's closed connections (tcp_settle.py)
     db = await create_database(args.lessons, args.students)
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     port = free_port()

@@ -46,6 +46,7 @@ from typing import Any
 import asyncpg
 import jwt
 import redis
+from tcp_settle import settle
 from websockets.asyncio.client import ClientConnection, connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -287,6 +288,7 @@ async def scenario(kind: str, port: int, names: list[str], participants: int,
 
 
 async def run_one(kind: str, args: argparse.Namespace) -> dict[str, float]:
+    await asyncio.to_thread(settle)  # the previous run's closed connections (tcp_settle.py)
     db = await create_database()
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     port = free_port()
