@@ -61,6 +61,19 @@ def pack(commands: Sequence[Sequence[Any]]) -> bytes:
     return b"".join(out)
 
 
+def _tls_context(params: dict[str, Any]) -> ssl.SSLContext:
+    """`rediss://` as redis-py reads its query: CA file, client certificate, checks."""
+    context = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
+    if params.get("ssl_certfile"):
+        context.load_cert_chain(params["ssl_certfile"], params.get("ssl_keyfile"))
+    if params.get("ssl_check_hostname") is False:
+        context.check_hostname = False
+    if params.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class RespConnection:
     """One connection: write a packed request, read exactly that many replies.
 
@@ -81,12 +94,8 @@ class RespConnection:
         if "path" in params:
             reader, writer = await asyncio.open_unix_connection(params["path"])
         else:
-            context = None
-            if params.get("connection_class") is SSLConnection:
-                context = ssl.create_default_context()
-                if params.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
+            context = _tls_context(params) if params.get("connection_class") is SSLConnection \
+                else None
             reader, writer = await asyncio.open_connection(
                 params.get("host", "localhost"), params.get("port", 6379), ssl=context)
         conn = cls(reader, writer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -55,6 +56,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[int]:
     """A throwaway redis-server with a password and an ACL user (not the shared one)."""
@@ -67,15 +80,7 @@ def private_redis(tmp_path: Path) -> Iterator[int]:
          "--user", "app", "on", ">app-pass", "~*", "+@all"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        _wait_for_port(port)
         yield port
     finally:
         proc.terminate()
@@ -103,3 +108,52 @@ async def test_the_bridge_authenticates_and_selects_the_urls_db(
         with pytest.raises(StorageUnavailable, match="refused the connection's setup"):
             await bridge.call(Op((("PING",),), lambda r: r[0]))
         inner.cancel_scope.cancel()
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (openssl, as on every Debian machine)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A throwaway redis-server speaking TLS only, with a self-signed certificate."""
+    cert, key = _self_signed(tmp_path)
+    port = _free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+         "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port)
+        yield port, cert
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+async def test_rediss_verifies_the_server_as_the_url_says(
+    aio_loop: object, tls_redis: tuple[int, Path]
+) -> None:
+    port, cert = tls_redis
+
+    async def ping(url: str) -> object:
+        conn = await RespConnection.open(url)
+        try:
+            return (await conn.request(pack([("PING",)]), 1))[0]
+        finally:
+            conn.close()
+
+    base = f"rediss://127.0.0.1:{port}/0"
+    assert await aio_as_trio(ping)(f"{base}?ssl_ca_certs={cert}") == b"PONG"
+    assert await aio_as_trio(ping)(f"{base}?ssl_cert_reqs=none") == b"PONG"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await aio_as_trio(ping)(base)  # self-signed, not in the system's CAs
