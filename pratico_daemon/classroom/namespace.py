@@ -183,7 +183,6 @@ class ClassroomNamespace(Namespace):
                                           ttl_s=EXPIRY_CLAIM_TTL_S, nx=True),
             )
             self._in_grace.discard(parsed)
-        self.expired_handled += 1
         for lesson_id in ended:
             await self._record_soft(RoomEvent(lesson_id, "lesson_ended", {
                 "reason": "teacher_presence_expired"}, user_id=user_id))
@@ -193,6 +192,7 @@ class ClassroomNamespace(Namespace):
             await self._record_soft(RoomEvent(f"org:{org_id}", "teacher_expired",
                                               {"lessons_ended": ended}, user_id=user_id))
             await self._tell_managers(org_id, "logout", {"user_id": user_id})
+        self.expired_handled += 1  # counted once everything above is done (tests wait on it)
 
     # -- connect / disconnect -------------------------------------------------------------------
 
