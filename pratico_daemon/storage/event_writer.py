@@ -8,7 +8,9 @@ there, up to `max_batch` — hands the whole batch to `commit` (one round trip
 for Postgres, one transaction for SQLite), then completes every Pending of the
 batch at once. While a commit is in flight new appends pile up in the channel
 and become the next batch, so the batch size grows with the load by itself
-and an idle store commits single events without waiting for company.
+and an idle store commits single events without waiting for company. A
+`commit` that keeps batches in order itself (Postgres) may take the next
+batch while the previous one commits (`max_in_flight`).
 
 Cancellation. A caller cancelled while its event is still queued marks its
 Pending abandoned: the writer drops it from the batch, and no ack is ever
@@ -54,6 +56,8 @@ DEFAULT_MAX_BATCH = 5000
 # stalled database pushes back on appenders within a fraction of a second.
 DEFAULT_QUEUE_SIZE = 20000
 _MAX_TEXT = 1000  # room_id, type, user_id: identifiers, not content.
+# A queue this deep with nothing in flight is split into two batches (see `run`).
+_SPLIT_AT = 64
 
 
 class Pending:
@@ -153,10 +157,13 @@ class GroupCommitWriter:
 
     def __init__(self, commit: CommitBatch, *, metrics: Any = None,
                  max_batch: int = DEFAULT_MAX_BATCH, queue_size: int = DEFAULT_QUEUE_SIZE,
-                 max_data_bytes: int = DEFAULT_MAX_DATA_BYTES) -> None:
+                 max_data_bytes: int = DEFAULT_MAX_DATA_BYTES, max_in_flight: int = 1) -> None:
         self._commit = commit
         self._metrics = metrics
         self.max_batch = max_batch
+        # Batches handed to `commit` at once. More than one only for a `commit`
+        # that keeps them in order itself (PgEventStore chains its commits).
+        self.max_in_flight = max_in_flight
         self.max_data_bytes = max_data_bytes
         self._send, self._receive = trio.open_memory_channel[Pending](queue_size)
         self._in_flight = 0  # appended, not yet completed
@@ -201,18 +208,49 @@ class GroupCommitWriter:
             self._idle.set()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """The writer task: drain, commit, wake; forever (until cancelled)."""
+        """The writer task: drain, commit, wake; forever (until cancelled).
+
+        With `max_in_flight` > 1 the next batch starts while earlier ones
+        commit: the database works on one while this process wakes the
+        appenders of another and takes their next events. When nothing is in
+        flight and many events wait (every appender parked, as after a burst),
+        the first batch takes half of them so that a second one can start at
+        once instead of waiting for the first.
+        """
         task_status.started()
         receive = self._receive
-        while True:
-            first = await receive.receive()
-            batch = [first]
-            while len(batch) < self.max_batch:
+        slots = trio.Semaphore(self.max_in_flight)
+        async with trio.open_nursery() as batches:
+            while True:
+                await slots.acquire()
                 try:
-                    batch.append(receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
+                    first = await receive.receive()
+                except BaseException:
+                    slots.release()
+                    raise
+                batch = [first]
+                limit = self.max_batch
+                waiting = receive.statistics().current_buffer_used
+                if slots.value and waiting >= _SPLIT_AT:  # nothing else in flight
+                    limit = min(limit, (waiting + 2) // 2)
+                while len(batch) < limit:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if self.max_in_flight == 1:
+                    try:
+                        await self._commit_and_wake(batch)
+                    finally:
+                        slots.release()
+                else:
+                    batches.start_soon(self._commit_and_release, batch, slots)
+
+    async def _commit_and_release(self, batch: list[Pending], slots: trio.Semaphore) -> None:
+        try:
             await self._commit_and_wake(batch)
+        finally:
+            slots.release()
 
     async def _commit_and_wake(self, batch: list[Pending]) -> None:
         live = [p for p in batch if not p.abandoned]

@@ -1,9 +1,12 @@
 """`EventStore` on PostgreSQL: group commit, and the outage journal when it is away.
 
 Modes. *Direct*: the writer inserts each batch into `room_events` in one round
-trip (by default a binary COPY, 40k events/s against 35k for the next best in
-bench/storage_bench.py; a batch with an id already stored falls back to INSERT
-… ON CONFLICT DO NOTHING, so appends stay idempotent by id).
+trip (by default a binary COPY, the fastest in bench/storage_bench.py; a batch
+with an id already stored falls back to INSERT … ON CONFLICT DO NOTHING, so
+appends stay idempotent by id). Two batches may be in flight: the second
+inserts while the first commits and commits after it (`_write_in_order`),
+so batches become visible in order and a batch never commits after the one
+before it failed; any failure sends the batch down the serial path below.
 *Journaling*: the last insert failed because Postgres did not answer (not
 because it refused the data), so batches go to the local journal and are
 acknowledged from there; a recovery task retries Postgres with exponential
@@ -20,6 +23,7 @@ mode; `pratico_journal_events` is the journal depth.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
+import attrs
 import trio
 
 from pratico_daemon import logs
@@ -47,6 +52,10 @@ from pratico_daemon.storage.protocols import RoomEvent, StorageUnavailable
 
 log = logs.get("storage.events")
 InsertMethod = Literal["unnest", "copy", "executemany", "copy_direct"]
+# Batches in flight at once: one committing while the next inserts. Two used
+# the quarter of the time this process waited for each commit (30-40k events/s
+# became 42-51k in bench/storage_bench.py); more adds connections, not speed.
+PIPELINE = 2
 
 _INSERT_UNNEST = """
 INSERT INTO room_events (id, created_at, room_id, user_id, type, data)
@@ -81,10 +90,63 @@ async def _copy_direct(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> No
     # Binary COPY straight into the table: the cheapest write for Postgres. COPY
     # has no ON CONFLICT, so a batch holding an id already stored (an event
     # appended twice) is refused whole and written again the idempotent way.
+    # Inside the batch's transaction the COPY is a savepoint, so that refusal
+    # does not abort the rest.
     try:
-        await conn.copy_records_to_table("room_events", records=rows, columns=_COLUMNS)
+        if conn.is_in_transaction():
+            async with conn.transaction():
+                await conn.copy_records_to_table("room_events", records=rows, columns=_COLUMNS)
+        else:
+            await conn.copy_records_to_table("room_events", records=rows, columns=_COLUMNS)
     except asyncpg.UniqueViolationError:
         await _insert_unnest(conn, rows)
+
+
+class _EarlierBatchFailed(Exception):
+    """The batch before this one did not reach `room_events`: this one must not either."""
+
+
+async def _write_in_order(conn: asyncpg.Connection, insert: Any, rows: Sequence[EventRow],
+                          before: asyncio.Future[bool] | None,
+                          mine: asyncio.Future[bool]) -> None:
+    """Insert, then commit only once the batch before has committed (see `_Link`).
+
+    The insert runs while the batch before is still committing: that overlap
+    is the point. The commit waits, so batches become visible in the order
+    they were taken, and a batch never commits when the one before failed.
+    When the batch before has already committed (any load but a burst), the
+    insert is autocommitted: one round trip, no transaction to open.
+    """
+    if before is None or (before.done() and before.result()):
+        await insert(conn, rows)
+    elif before.done():
+        raise _EarlierBatchFailed()
+    else:
+        async with conn.transaction():
+            await insert(conn, rows)
+            if not await asyncio.shield(before):
+                raise _EarlierBatchFailed()
+    if not mine.done():
+        mine.set_result(True)
+
+
+@attrs.define(slots=True)
+class _Link:
+    """One direct batch's place in the commit order.
+
+    `committed` turns True once its rows are in `room_events`, False when they
+    went to the journal or were refused; the next batch commits only after a
+    True. `settled` is set once the batch went wherever it goes, so a batch
+    falling back to the serial path does so after the one before it.
+    """
+
+    committed: asyncio.Future[bool]
+    settled: trio.Event = attrs.field(factory=trio.Event)
+
+    def resolve(self, committed: bool) -> None:
+        if not self.committed.done():
+            self.committed.set_result(committed)
+        self.settled.set()
 
 
 async def _insert_executemany(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> None:
@@ -132,7 +194,9 @@ class PgEventStore:
         self._metrics = getattr(services, "metrics", None)
         self._insert = _INSERTS[method]
         self.writer = GroupCommitWriter(self._commit, metrics=self._metrics, max_batch=max_batch,
-                                        queue_size=queue_size, max_data_bytes=max_data_bytes)
+                                        queue_size=queue_size, max_data_bytes=max_data_bytes,
+                                        max_in_flight=PIPELINE)
+        self._last: _Link | None = None  # the latest direct batch, for the next to follow
         self.commit_timeout_s = commit_timeout_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -178,16 +242,54 @@ class PgEventStore:
 
     # Internals ------------------------------------------------------------------
     async def _commit(self, batch: Sequence[Pending]) -> None:
+        """Write one batch: chained after the one before, or the serial path.
+
+        Up to `PIPELINE` batches are in flight (the writer's `max_in_flight`):
+        each inserts at once on its own connection and commits after the one
+        before (`_write_in_order`). Any failure — its own, or the batch before
+        it — sends the batch down the serial path once the batch before has
+        settled: under the route lock, directly if Postgres still answers,
+        else to the journal. So batches land in order, and none overtakes one
+        still in the journal.
+        """
         rows = [row_of(p) for p in batch]
+        async with self._route:
+            if not self.direct:
+                await self.journal.append(rows)  # StorageUnavailable if that fails too
+                self._report()
+                return
+            before = self._last
+            link = self._last = _Link(self.pg.loop.create_future())
+        try:
+            try:
+                if before is not None and before.committed.done() \
+                        and not before.committed.result():
+                    raise _EarlierBatchFailed()  # no connection to take for nothing
+                await self.pg.run(_write_in_order, self._insert, rows,
+                                  before.committed if before is not None else None,
+                                  link.committed, timeout_s=self.commit_timeout_s)
+                link.resolve(True)
+                return
+            except (StorageUnavailable, _EarlierBatchFailed):
+                pass  # the serial path below decides
+            if before is not None:
+                await before.settled.wait()
+            link.resolve(await self._commit_serially(rows))
+        finally:
+            link.resolve(False)  # refused, or cancelled: whatever follows must not commit
+
+    async def _commit_serially(self, rows: list[EventRow]) -> bool:
+        """One batch at a time, under the route lock; True if it went to Postgres."""
         async with self._route:
             if self.direct:
                 try:
                     await self.pg.run(self._insert, rows, timeout_s=self.commit_timeout_s)
-                    return
+                    return True
                 except StorageUnavailable as exc:
                     self._go_journaling(str(exc))
             await self.journal.append(rows)  # StorageUnavailable if that fails too
             self._report()
+            return False
 
     def _go_journaling(self, reason: str) -> None:
         log.warning("postgres unreachable, journaling events locally: %s", reason)

@@ -63,6 +63,12 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.InterfaceError):
         # Connection closed / does not exist / lost mid-operation.
         return True
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # The pool's bookkeeping after a connection died under it ("release()
+        # called on a free connection holder", seen when a connection was lost
+        # while checked out): the operation's outcome is as unknown as after a
+        # lost connection, and retrying on another connection is what helps.
+        return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
         # A table that is not there yet: the schema is still being migrated
@@ -98,8 +104,8 @@ def map_errors() -> Iterator[None]:
     """Re-raise asyncpg/OS errors as `StorageUnavailable`/`Conflict`/`InvalidData`."""
     try:
         yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError,
-            EOFError, UnicodeError) as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError,
+            OSError, TimeoutError, EOFError, UnicodeError) as exc:
         mapped = translate(exc)
         if mapped is exc:
             raise
