@@ -32,6 +32,7 @@ from typing import Any
 
 import asyncpg
 import trio
+from machine import cpu_reference_ms
 
 from pratico_daemon.storage import migrate
 from pratico_daemon.storage.aio import open_loop
@@ -178,7 +179,8 @@ async def main(args: Any) -> None:
     if not args.skip_embedded:
         lines += await bench_embedded(args.seconds)
     print(f"\nDurable events, {args.seconds:g} s per cell (ratio: unthrottled events/s over "
-          f"one INSERT per event, same run)\n")
+          f"one INSERT per event, same run); machine reference {cpu_reference_ms():.0f} ms "
+          "(bench/machine.py: lower is a faster phase)\n")
     print(header)
     print(rule)
     for line in lines:

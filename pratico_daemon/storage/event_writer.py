@@ -164,6 +164,8 @@ class GroupCommitWriter:
         # Batches handed to `commit` at once. More than one only for a `commit`
         # that keeps them in order itself (PgEventStore chains its commits).
         self.max_in_flight = max_in_flight
+        self._batches_in_flight = 0
+        self._batch_done = trio.Event()  # set (and replaced) each time a batch completes
         self.max_data_bytes = max_data_bytes
         self._send, self._receive = trio.open_memory_channel[Pending](queue_size)
         self._in_flight = 0  # appended, not yet completed
@@ -210,28 +212,30 @@ class GroupCommitWriter:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The writer task: drain, commit, wake; forever (until cancelled).
 
-        With `max_in_flight` > 1 the next batch starts while earlier ones
-        commit: the database works on one while this process wakes the
-        appenders of another and takes their next events. When nothing is in
-        flight and many events wait (every appender parked, as after a burst),
-        the first batch takes half of them so that a second one can start at
-        once instead of waiting for the first.
+        With `max_in_flight` > 1, under load (at least `_SPLIT_AT` events
+        waiting) the next batch starts while earlier ones commit: the database
+        works on one while this process wakes the appenders of another and
+        takes their next events. When nothing is in flight and that many
+        events wait (every appender parked, as after a burst), the first batch
+        takes half of them so that a second one can start at once. Below that
+        load batches go one at a time, which is the cheapest for latency.
         """
         task_status.started()
         receive = self._receive
-        slots = trio.Semaphore(self.max_in_flight)
         async with trio.open_nursery() as batches:
             while True:
-                await slots.acquire()
-                try:
-                    first = await receive.receive()
-                except BaseException:
-                    slots.release()
-                    raise
+                first = await receive.receive()
+                # A second batch only pays under load: a small one waits for the
+                # batch in flight and then commits the cheap way (see PgEventStore).
+                while self._batches_in_flight and (
+                        self._batches_in_flight >= self.max_in_flight
+                        or receive.statistics().current_buffer_used + 1 < _SPLIT_AT):
+                    await self._batch_done.wait()
                 batch = [first]
                 limit = self.max_batch
                 waiting = receive.statistics().current_buffer_used
-                if slots.value and waiting >= _SPLIT_AT:  # nothing else in flight
+                if self.max_in_flight > 1 and not self._batches_in_flight \
+                        and waiting + 1 >= _SPLIT_AT:
                     limit = min(limit, (waiting + 2) // 2)
                 while len(batch) < limit:
                     try:
@@ -239,18 +243,18 @@ class GroupCommitWriter:
                     except trio.WouldBlock:
                         break
                 if self.max_in_flight == 1:
-                    try:
-                        await self._commit_and_wake(batch)
-                    finally:
-                        slots.release()
+                    await self._commit_and_wake(batch)
                 else:
-                    batches.start_soon(self._commit_and_release, batch, slots)
+                    self._batches_in_flight += 1
+                    batches.start_soon(self._commit_in_flight, batch)
 
-    async def _commit_and_release(self, batch: list[Pending], slots: trio.Semaphore) -> None:
+    async def _commit_in_flight(self, batch: list[Pending]) -> None:
         try:
             await self._commit_and_wake(batch)
         finally:
-            slots.release()
+            self._batches_in_flight -= 1
+            done, self._batch_done = self._batch_done, trio.Event()
+            done.set()
 
     async def _commit_and_wake(self, batch: list[Pending]) -> None:
         live = [p for p in batch if not p.abandoned]
