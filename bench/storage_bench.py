@@ -175,12 +175,13 @@ async def main(args: Any) -> None:
               "|  batch |  ratio |")
     rule = ("|-----------|--------------|---------|-------------|---------|---------|"
             "--------|--------|")
+    reference_before = cpu_reference_ms()
     lines = await bench_postgres(args.dsn, args.seconds)
     if not args.skip_embedded:
         lines += await bench_embedded(args.seconds)
     print(f"\nDurable events, {args.seconds:g} s per cell (ratio: unthrottled events/s over "
-          f"one INSERT per event, same run); machine reference {cpu_reference_ms():.0f} ms "
-          "(bench/machine.py: lower is a faster phase)\n")
+          f"one INSERT per event, same run); machine reference {reference_before:.0f} ms before, "
+          f"{cpu_reference_ms():.0f} ms after (bench/machine.py: lower is a faster phase)\n")
     print(header)
     print(rule)
     for line in lines:
