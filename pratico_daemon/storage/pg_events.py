@@ -52,9 +52,10 @@ from pratico_daemon.storage.protocols import RoomEvent, StorageUnavailable
 
 log = logs.get("storage.events")
 InsertMethod = Literal["unnest", "copy", "executemany", "copy_direct"]
-# Batches in flight at once: one committing while the next inserts. Two used
-# the quarter of the time this process waited for each commit (30-40k events/s
-# became 42-51k in bench/storage_bench.py); more adds connections, not speed.
+# Batches in flight at once under load: one committing while the next inserts.
+# Two use most of the quarter of the time this process waited for each commit
+# (+25-40 % events/s, measured alternately with one in bench/storage_bench.py's
+# setting); more was not tried.
 PIPELINE = 2
 
 _INSERT_UNNEST = """
