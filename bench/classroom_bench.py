@@ -14,8 +14,11 @@ percentiles are measured against:
 
 each in its own process, with a fresh Postgres database (60 lessons, 32 seated
 students each) and a fresh Redis key prefix per run. The clients are one
-asyncio process speaking Engine.IO v4 / Socket.IO v5 over `websockets` (far
-cheaper than a full client, and the same for both servers). At most
+asyncio process speaking Engine.IO v4 / Socket.IO v5 over a minimal raw
+WebSocket client (bench/raw_ws.py: the generator shares the 2 cores with the
+server it measures, so it must cost little; the same for both servers). Each
+server is measured once the previous run's TIME_WAIT sockets have drained
+(bench/tcp_settle.py). At most
 `--inflight` clients are between "TCP connect" and "joined" at once, like a
 school's devices arriving together rather than a SYN flood.
 
@@ -44,8 +47,8 @@ from typing import Any
 import asyncpg
 import jwt
 import redis
+from raw_ws import RawWebSocket
 from tcp_settle import settle
-from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("PRATICO_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -152,14 +155,12 @@ def wait_ready(port: int, path: str, limit_s: float = 30) -> None:
 async def one_client(port: int, sub: str, role: str, lesson: str, gate: asyncio.Semaphore,
                      joined: list[float], hold: asyncio.Event, on_joined: Any) -> None:
     tok = token(sub, role)
-    url = (f"ws://127.0.0.1:{port}/sockets/?EIO=4&transport=websocket"
-           f"&role={role}&org_id=org1&auth={tok}")
+    path = f"/sockets/?EIO=4&transport=websocket&role={role}&org_id=org1&auth={tok}"
     async with gate:
-        ws = await connect(url, compression=None, max_size=1 << 20, open_timeout=60,
-                           ping_interval=None)
+        ws = await RawWebSocket.connect(port, path)
         opening = await ws.recv()
         assert opening.startswith("0"), opening
-        await ws.send(f"40{NS},{json.dumps({'token': tok})}")
+        ws.send(f"40{NS},{json.dumps({'token': tok})}")
         while True:
             frame = await ws.recv()
             if frame.startswith(f"40{NS},"):
@@ -167,16 +168,16 @@ async def one_client(port: int, sub: str, role: str, lesson: str, gate: asyncio.
             if frame.startswith(f"44{NS},"):
                 raise RuntimeError(f"{sub} refused: {frame}")
             if frame == "2":
-                await ws.send("3")
+                ws.send("3")
         payload = {"user_id": sub, "lesson_id": lesson, "role": role}
         sent = time.perf_counter()
-        await ws.send(f"42{NS},1{json.dumps(['join_lesson', payload])}")
+        ws.send(f"42{NS},1{json.dumps(['join_lesson', payload])}")
         while True:
             frame = await ws.recv()
             if frame.startswith(f"43{NS},1"):
                 break
             if frame == "2":
-                await ws.send("3")
+                ws.send("3")
         joined.append(time.perf_counter() - sent)
         reply = json.loads(frame[len(f"43{NS},1"):])[0]
         if reply.get("status") != "SUCCESS":

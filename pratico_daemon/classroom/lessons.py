@@ -125,6 +125,15 @@ class LessonBook:
             return hit
         if student_id is None:
             return await self.get(lesson_id), None
+        # A class arriving together: the first join loads both, the others wait
+        # for those loads here rather than each spawning two waiting tasks.
+        loading = [self._loading.get((kind, lesson_id)) for kind in ("lesson", "seating")]
+        if all(event is not None for event in loading):
+            for event in loading:
+                await event.wait()  # type: ignore[union-attr]
+            hit = self.cached_with_seat(lesson_id, student_id)
+            if hit is not None:
+                return hit
         lesson, seating = await together(lambda: self.get(lesson_id),
                                          lambda: self.seating(lesson_id))
         return lesson, (seating.get(student_id) if lesson is not None else None)
