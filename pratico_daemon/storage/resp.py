@@ -1,11 +1,12 @@
 """RESP2 on one asyncio stream, replies parsed by hiredis: the batching bridge's wire.
 
-Why not redis-py's pipeline for the bridge: it costs about 23 µs of CPU per
-command here (every argument through its encoder, a `QUEUED` reply parsed and
-a response callback run per command), which made Redis the largest single
-cost of a classroom join. Packing a batch as one bytes object and feeding the
-replies to hiredis' C reader costs about 3 µs per command
-(`bench/redis_bench.py` prints both). redis-py still parses the URL (every
+Why not redis-py's pipeline for the bridge: it costs about 18 µs of CPU per
+command here in batches of 15 (every argument through its encoder, a
+`QUEUED` reply parsed and a response callback run per command), which made
+Redis the largest single cost of a classroom join. Packing a batch as one
+bytes object and feeding the replies to hiredis' C reader costs about 7 µs
+per command, the batch's round trip included (`bench/redis_bench.py` prints
+both). redis-py still parses the URL (every
 form it documents) and serves the keyspace subscription.
 
 Replies are RESP2 as hiredis gives them: bytes, int, None, lists (HGETALL a
