@@ -271,17 +271,25 @@ class PgEventStore:
                                   link.committed, timeout_s=self.commit_timeout_s)
                 link.resolve(True)
                 return
-            except (StorageUnavailable, _EarlierBatchFailed):
-                pass  # the serial path below decides
+            except StorageUnavailable as exc:
+                outage: str | None = str(exc)  # Postgres did not answer this batch
+            except _EarlierBatchFailed:
+                outage = None  # only the batch before failed: this one may go directly
             if before is not None:
                 await before.settled.wait()
-            link.resolve(await self._commit_serially(rows))
+            link.resolve(await self._commit_serially(rows, outage))
         finally:
             link.resolve(False)  # refused, or cancelled: whatever follows must not commit
 
-    async def _commit_serially(self, rows: list[EventRow]) -> bool:
-        """One batch at a time, under the route lock; True if it went to Postgres."""
+    async def _commit_serially(self, rows: list[EventRow], outage: str | None = None) -> bool:
+        """One batch at a time, under the route lock; True if it went to Postgres.
+
+        A batch whose own write found Postgres away goes to the journal at once
+        (as the last insert failing always did), not after a second timeout.
+        """
         async with self._route:
+            if self.direct and outage is not None:
+                self._go_journaling(outage)
             if self.direct:
                 try:
                     await self.pg.run(self._insert, rows, timeout_s=self.commit_timeout_s)
