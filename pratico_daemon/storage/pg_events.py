@@ -249,9 +249,8 @@ class PgEventStore:
         each inserts at once on its own connection and commits after the one
         before (`_write_in_order`). Any failure — its own, or the batch before
         it — sends the batch down the serial path once the batch before has
-        settled: under the route lock, directly if Postgres still answers,
-        else to the journal. So batches land in order, and none overtakes one
-        still in the journal.
+        settled (`_commit_serially`). So batches land in order, and none
+        overtakes one still in the journal.
         """
         rows = [row_of(p) for p in batch]
         async with self._route:
