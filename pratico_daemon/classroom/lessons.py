@@ -2,8 +2,7 @@
 
 The repositories (Postgres in production, SQLite embedded) answer one
 question per call; the classroom needs a few combinations of them on every
-`join_lesson` and on presence expiry. `LessonBook` composes those, issuing
-independent calls together so they share the bridge's batches.
+`join_lesson` and on presence expiry. `LessonBook` composes those.
 
 A lesson row and its seating are read by every join of its 30-odd members
 within seconds, so the book keeps each lesson and each lesson's seating it
@@ -98,45 +97,18 @@ class LessonBook:
         self._cache.pop(("lesson", lesson_id), None)
         self._cache.pop(("seating", lesson_id), None)
 
-    def _fresh(self, key: tuple[str, str]) -> Any:
-        hit = self._cache.get(key)
-        return hit[1] if hit is not None and hit[0] > trio.current_time() else None
-
-    def cached_with_seat(self, lesson_id: str, student_id: str | None
-                         ) -> tuple[Lesson, int | None] | None:
-        """What `get_with_seat` would answer, if the cache holds all of it; else None.
-
-        The common case of a class arriving together, answered without a task
-        or a yield: every join after the first reads the same two entries.
-        """
-        lesson = self._fresh(("lesson", lesson_id))
-        if lesson is None:
-            return None
-        if student_id is None:
-            return lesson, None
-        seating = self._fresh(("seating", lesson_id))
-        return None if seating is None else (lesson, seating.get(student_id))
-
     async def get_with_seat(self, lesson_id: str, student_id: str | None
                             ) -> tuple[Lesson | None, int | None]:
-        """The lesson and the student's seat (None: no attendance row)."""
-        hit = self.cached_with_seat(lesson_id, student_id)
-        if hit is not None:
-            return hit
-        if student_id is None:
-            return await self.get(lesson_id), None
-        # A class arriving together: the first join loads both, the others wait
-        # for those loads here rather than each spawning two waiting tasks.
-        loading = [self._loading.get((kind, lesson_id)) for kind in ("lesson", "seating")]
-        if all(event is not None for event in loading):
-            for event in loading:
-                await event.wait()  # type: ignore[union-attr]
-            hit = self.cached_with_seat(lesson_id, student_id)
-            if hit is not None:
-                return hit
-        lesson, seating = await together(lambda: self.get(lesson_id),
-                                         lambda: self.seating(lesson_id))
-        return lesson, (seating.get(student_id) if lesson is not None else None)
+        """The lesson and the student's seat (None: no attendance row).
+
+        One read after the other: from the cache (every join of a class but the
+        first) neither yields, and joins that arrive while the first one loads
+        wait for its loads without a task each.
+        """
+        lesson = await self.get(lesson_id)
+        if lesson is None or student_id is None:
+            return lesson, None
+        return lesson, (await self.seating(lesson_id)).get(student_id)
 
     async def start(self, lesson_id: str) -> bool:
         self.forget(lesson_id)

@@ -497,16 +497,14 @@ class ClassroomNamespace(Namespace):
 
     async def _lesson_seat_and_seats(self, lesson_id: str, student_id: str | None
                                      ) -> tuple[Lesson, int | None, dict[str, str]]:
-        """The lesson, the student's seat and the seat hash, read together."""
-        cached = self.lessons.cached_with_seat(lesson_id, student_id)
+        """The lesson, the student's seat and the seat hash.
+
+        One after the other, no task: the lesson comes from the cache for every
+        join of a class but the first, so what is left is one Redis read.
+        """
         try:
-            if cached is not None:  # a class arriving together: one Redis read
-                (lesson, seat), seats = cached, await self.presence.hgetall(
-                    keys.lesson_seat(lesson_id))
-            else:
-                (lesson, seat), seats = await together(
-                    lambda: self.lessons.get_with_seat(lesson_id, student_id),
-                    lambda: self.presence.hgetall(keys.lesson_seat(lesson_id)))
+            lesson, seat = await self.lessons.get_with_seat(lesson_id, student_id)
+            seats = await self.presence.hgetall(keys.lesson_seat(lesson_id))
         except StorageUnavailable as exc:
             raise AppError("unavailable", f"storage unavailable: {exc}") from None
         if lesson is None:

@@ -242,11 +242,8 @@ class GroupCommitWriter:
                         batch.append(receive.receive_nowait())
                     except trio.WouldBlock:
                         break
-                if self.max_in_flight == 1:
-                    await self._commit_and_wake(batch)
-                else:
-                    self._batches_in_flight += 1
-                    batches.start_soon(self._commit_in_flight, batch)
+                self._batches_in_flight += 1
+                batches.start_soon(self._commit_in_flight, batch)
 
     async def _commit_in_flight(self, batch: list[Pending]) -> None:
         try:

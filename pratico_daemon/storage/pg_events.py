@@ -120,8 +120,6 @@ async def _write_in_order(conn: asyncpg.Connection, insert: Any, rows: Sequence[
     """
     if before is None or (before.done() and before.result()):
         await insert(conn, rows)
-    elif before.done():
-        raise _EarlierBatchFailed()
     else:
         async with conn.transaction():
             await insert(conn, rows)

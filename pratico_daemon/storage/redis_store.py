@@ -114,6 +114,16 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", "replace")
 
 
+def _hset_commands(k: str, fields: dict[str, str], ttl_s: float | None) -> list[tuple[Any, ...]]:
+    """`HSET` of the fields (if any), then `PEXPIRE` when a TTL is given."""
+    commands: list[tuple[Any, ...]] = []
+    if fields:
+        commands.append(("HSET", k, *(x for kv in fields.items() for x in kv)))
+    if ttl_s is not None:
+        commands.append(("PEXPIRE", k, check_ttl(ttl_s)))
+    return commands
+
+
 class RedisPresence:
     """`PresenceStore` on Redis: the seed documents' keys, with `redis.key_prefix`."""
 
@@ -126,12 +136,7 @@ class RedisPresence:
 
     async def hset(self, key: str, mapping: Mapping[str, str], ttl_s: float | None = None) -> None:
         """Set fields; with `ttl_s` the key expires then, without it its TTL is left as is."""
-        k, fields = self._k(key), check_mapping(mapping)
-        commands: list[tuple[Any, ...]] = []
-        if fields:
-            commands.append(("HSET", k, *(x for kv in fields.items() for x in kv)))
-        if ttl_s is not None:
-            commands.append(("PEXPIRE", k, check_ttl(ttl_s)))
+        commands = _hset_commands(self._k(key), check_mapping(mapping), ttl_s)
         if commands:
             await self._bridge.call(Op(tuple(commands), lambda r: None))
 
@@ -145,10 +150,7 @@ class RedisPresence:
             n = len(commands)
             commands.extend(("HSETNX", k, f, v) for f, v in check_mapping(write.defaults).items()
                             if f not in fields)
-            if fields:
-                commands.append(("HSET", k, *(x for kv in fields.items() for x in kv)))
-            if write.ttl_s is not None:
-                commands.append(("PEXPIRE", k, check_ttl(write.ttl_s)))
+            commands.extend(_hset_commands(k, fields, write.ttl_s))
             shape.append(len(commands) - n)
         if not commands:
             return []

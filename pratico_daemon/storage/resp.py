@@ -6,8 +6,8 @@ command here in batches of 15 (every argument through its encoder, a
 Redis the largest single cost of a classroom join. Packing a batch as one
 bytes object and feeding the replies to hiredis' C reader costs about 7 µs
 per command, the batch's round trip included (`bench/redis_bench.py` prints
-both). redis-py still parses the URL (every
-form it documents) and serves the keyspace subscription.
+both). redis-py still parses the URL (every form it documents) and serves the
+keyspace subscription.
 
 Replies are RESP2 as hiredis gives them: bytes, int, None, lists (HGETALL a
 flat field/value list), and `hiredis.ReplyError` instances for error replies,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from pratico_daemon.storage.event_writer import row_of
+from pratico_daemon.storage.event_writer import Pending, encode_data, row_of
 from pratico_daemon.storage.pg_events import (
     _copy_direct,
     _EarlierBatchFailed,
@@ -24,8 +24,6 @@ class _Batch:
     """Rows of a few events, as the writer hands them to the store."""
 
     def __init__(self, room: str, n: int) -> None:
-        from pratico_daemon.storage.event_writer import Pending, encode_data
-
         events = [RoomEvent(room, "quiz_answered", {"i": i}) for i in range(n)]
         self.rows = [row_of(Pending(e, encode_data(e), 0.0, trio.lowlevel.current_task()))
                      for e in events]

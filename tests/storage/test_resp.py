@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,35 +57,39 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[int]:
-    """A throwaway redis-server with a password and an ACL user (not the shared one)."""
+@contextmanager
+def _redis_server(tmp_path: Path, *args: str) -> Iterator[int]:
+    """A throwaway redis-server (not the shared one) with `args`, where "{port}"
+    stands for the free port it listens on."""
     server = shutil.which("redis-server")
     assert server is not None, "redis-server is needed (scripts/services installs it)"
     port = _free_port()
     proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path), "--requirepass", "s3cret",
-         "--user", "app", "on", ">app-pass", "~*", "+@all"],
+        [server, *(a.replace("{port}", str(port)) for a in args), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_port(port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         yield port
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[int]:
+    """A redis-server with a password and an ACL user."""
+    with _redis_server(tmp_path, "--port", "{port}", "--requirepass", "s3cret",
+                       "--user", "app", "on", ">app-pass", "~*", "+@all") as port:
+        yield port
 
 
 async def test_the_bridge_authenticates_and_selects_the_urls_db(
@@ -123,21 +128,12 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """A throwaway redis-server speaking TLS only, with a self-signed certificate."""
+    """A redis-server speaking TLS only, with a self-signed certificate."""
     cert, key = _self_signed(tmp_path)
-    port = _free_port()
-    server = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-         "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_port(port)
+    with _redis_server(tmp_path, "--port", "0", "--tls-port", "{port}",
+                       "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                       "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no") as port:
         yield port, cert
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 async def test_rediss_verifies_the_server_as_the_url_says(
