@@ -171,7 +171,7 @@ class EngineConnection:
             return
         self.send_text(socketio.encode_disconnect_frame(client.namespace))
         del self.clients[client.namespace]
-        self.gateway.spawn(self.gateway.client_lost, client, explicit=True, reason=reason)
+        self.gateway.lose_soon(client, explicit=True, reason=reason)
 
     def _enqueue(self, text: str) -> bool:
         if self.closed:
@@ -428,8 +428,7 @@ class EngineConnection:
             self.ws.close(_SLOW_CONSUMER if reason == "slow consumer" else 1001
                           if reason == "server shutting down" else _NORMAL, reason[:100])
         for client in list(self.clients.values()):
-            self.gateway.spawn(self.gateway.client_lost, client, explicit=explicit,
-                               reason=reason)
+            self.gateway.lose_soon(client, explicit=explicit, reason=reason)
         self.clients.clear()
 
 

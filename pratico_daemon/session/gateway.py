@@ -67,6 +67,10 @@ class Gateway:
         self._nursery: trio.Nursery | None = None
         self.front: FrontListener | None = None  # set by the daemon once the listener exists
         self.draining = False
+        # Disconnect hooks handed to the nursery and not finished: the drain
+        # waits for them, so that presence is written before the stores close.
+        self._losing = 0
+        self._lost_all = trio.Event()
 
     def __repr__(self) -> str:
         clients = sum(len(ns.directory) for ns in self.namespaces.values())
@@ -97,8 +101,11 @@ class Gateway:
             for engine in list(self.engines.values()):
                 engine.heartbeat(now)
 
-    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> None:
-        """Run `fn(*args, **kwargs)` in the gateway's nursery, failures logged and contained."""
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> bool:
+        """Run `fn(*args, **kwargs)` in the gateway's nursery, failures logged and contained.
+
+        False when the nursery is already closed and `fn` will not run.
+        """
         assert self._nursery is not None, "Gateway.run is not running"
 
         async def guarded() -> None:
@@ -111,16 +118,24 @@ class Gateway:
             self._nursery.start_soon(guarded)
         except RuntimeError:  # the daemon is past its drain: nothing left to tell
             log.debug("gateway closed; %s not run", getattr(fn, "__name__", fn))
+            return False
+        return True
 
     def handlers(self) -> Handlers:
         return Handlers(websocket=self.websocket, polling=self.polling, drain=self._goodbye)
 
     async def drain(self) -> None:
-        """The daemon's drain: the front stops accepting, calls `_goodbye`, closes with 1001."""
+        """The daemon's drain: the front stops accepting, calls `_goodbye`, closes with 1001.
+
+        Returns once every client's disconnect hook has run: a teacher's
+        presence must be put in grace before the daemon closes its stores.
+        """
         if self.front is not None:
             await self.front.drain()
         else:
             await self._goodbye()
+        while self._losing:
+            await self._lost_all.wait()
 
     async def _goodbye(self) -> None:
         """Tell every Socket.IO session to reconnect (the front then closes all with 1001).
@@ -269,6 +284,25 @@ class Gateway:
         self.services.metrics.errors.labels(code).inc()
 
     # -- disconnects ---------------------------------------------------------------------
+
+    def lose_soon(self, client: SessionClient, *, explicit: bool, reason: str) -> None:
+        """`client_lost` in the gateway's nursery, counted until it is done (see `drain`)."""
+        if self._lost_all.is_set():
+            self._lost_all = trio.Event()
+        self._losing += 1
+        if not self.spawn(self._counted_loss, client, explicit, reason):
+            self._one_loss_done()
+
+    def _one_loss_done(self) -> None:
+        self._losing -= 1
+        if not self._losing:
+            self._lost_all.set()
+
+    async def _counted_loss(self, client: SessionClient, explicit: bool, reason: str) -> None:
+        try:
+            await self.client_lost(client, explicit=explicit, reason=reason)
+        finally:
+            self._one_loss_done()
 
     async def client_lost(self, client: SessionClient, *, explicit: bool, reason: str) -> None:
         """The client's connection ended: presence now, `gone` now or after the window."""
