@@ -184,6 +184,9 @@ class PresenceSection:
     # PROTOCOL.md §2.
     disconnect_grace_s: float = 300 * SECONDS
     force_logout_cooldown_s: float = 300 * SECONDS
+    # Redis mode: a node that stops renewing its lease this long is dead, and
+    # its connected teachers go into grace (classroom/node_leases.py).
+    node_lease_s: float = attrs.field(default=15 * SECONDS, validator=_positive)
 
 
 @attrs.frozen

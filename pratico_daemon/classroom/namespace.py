@@ -34,6 +34,7 @@ from pratico_daemon.classroom.checks import checked_fields
 from pratico_daemon.classroom.concurrency import together
 from pratico_daemon.classroom.lessons import LessonBook
 from pratico_daemon.classroom.locks import KeyedLock
+from pratico_daemon.classroom.node_leases import NodeLeases
 from pratico_daemon.errors import AppError
 from pratico_daemon.rooms.room import Room
 from pratico_daemon.session.namespace import Client, Identity, Namespace
@@ -90,6 +91,9 @@ class ClassroomNamespace(Namespace):
         covers later joins (see `_seat_write`)."""
         self._nursery: trio.Nursery | None = None
         self.expired_handled = 0
+        self.leases = NodeLeases(lambda: self.presence, services.node_id,
+                                 services.config.presence.node_lease_s,
+                                 enabled=services.config.redis.url is not None)
         self.events.update({
             "join_lesson": self.join_lesson,
             "set_student_name": self.set_student_name,
@@ -122,6 +126,7 @@ class ClassroomNamespace(Namespace):
             feed = getattr(self.services.stores, "expirations", None)
             if feed is not None:
                 nursery.start_soon(self._adopt_grace)
+                nursery.start_soon(self.leases.run, self._adopt_orphan)
                 receive = feed.receive if isinstance(feed, ExpiryFeed) else feed
                 nursery.start_soon(self._watch_expirations, receive)
             task_status.started()
@@ -273,6 +278,7 @@ class ClassroomNamespace(Namespace):
             lambda: self.presence.persist(alive),
             lambda: self.presence.hset(keys.user(user_id), session,
                                        ttl_s=keys.SESSION_TTL_S),
+            lambda: self.leases.hold(org_id, user_id),
         )
         self._in_grace.discard((org_id, user_id))
         client.data["teacher_live"] = True
@@ -339,10 +345,30 @@ class ClassroomNamespace(Namespace):
                 return  # logged out elsewhere: nothing to put in grace
             await self.presence.hset(alive, {"state": "disconnect"}, ttl_s=self.grace_s)
             self._in_grace.add((org_id, user_id))
+            await self.leases.release(org_id, user_id)
         await self._tell_managers(org_id, "teacher_disconnect", {"user_id": user_id})
         await self._record_soft(RoomEvent(self._presence_room(client), "teacher_disconnect",
                                           {"sid": client.sid, "grace_s": self.grace_s},
                                           user_id=user_id))
+
+    async def _adopt_orphan(self, org_id: str, user_id: str, node: str) -> bool:
+        """A teacher left `connect` by a node that died: into grace, as a disconnect."""
+        async with self._user_locks.hold(f"{org_id}/{user_id}"):
+            if any(c.data.get("teacher_live") and c.data.get("org_id") == org_id
+                   for c in self.directory.of_user(user_id)):
+                return False  # back on this node already
+            alive = keys.alive(org_id, user_id)
+            if (await self.presence.hgetall(alive)).get("state") != "connect":
+                return False  # in grace, logged out or expired since
+            await self.presence.hset(alive, {"state": "disconnect"}, ttl_s=self.grace_s)
+            self._in_grace.add((org_id, user_id))
+        session = await self.presence.hgetall(keys.user(user_id))
+        await self._tell_managers(org_id, "teacher_disconnect", {"user_id": user_id})
+        await self._record_soft(RoomEvent(session.get("lesson_id") or f"org:{org_id}",
+                                          "teacher_disconnect",
+                                          {"node": node, "grace_s": self.grace_s},
+                                          user_id=user_id))
+        return True
 
     async def reconnected(self, client: Client) -> None:
         """Back within the recovery window: a teacher's presence turns `connect` again."""
@@ -564,6 +590,7 @@ class ClassroomNamespace(Namespace):
                 c.data["teacher_live"] = False
             await self.presence.delete(keys.alive(org_id, user_id))
             self._in_grace.discard((org_id, user_id))
+            await self.leases.release(org_id, user_id)
         await self._tell_managers(org_id, "logout", {"user_id": user_id})
         await self._record_soft(RoomEvent(self._presence_room(client), "teacher_logout",
                                           {"sid": client.sid}, user_id=user_id))

@@ -1,0 +1,134 @@
+"""Teachers of a node that died are put in grace by a node still alive.
+
+A node that stops cleanly puts its connected teachers in grace itself (the
+drain waits for their disconnect hooks). A node that is killed (SIGKILL, OOM,
+a lost machine) cannot: their alive keys would stay `connect` with no TTL, the
+managers would show them online for ever, and their lessons would never end.
+So in Redis mode every node keeps, under `redis.key_prefix`:
+
+- `presence_node:{node}`: its lease, a string with a TTL of `node_lease_s`,
+  renewed three times per lease;
+- `presence_teachers:{node}`: a hash `{"{org}/{user}": "1"}` of the teachers
+  this node holds `connect` (added at connect, removed when it lets go);
+- `presence_nodes`: a hash `{node: "1"}`, the index a sweep reads (no SCAN).
+
+At each renewal a node looks for indexed nodes whose lease is gone. The node
+that wins `SET NX presence_sweep:{node}` adopts the dead node's teachers that
+no live node holds and whose alive key still says `connect`: each goes into
+grace as a disconnect would (`teacher_disconnect` to the managers, the grace
+TTL; its expiry then ends the lessons). The dead node's hash and index entry
+are removed last, so a sweeper that dies half-way leaves the work to the next.
+
+Embedded mode has one node and forgets presence on restart (embedded_keys.py):
+there is nothing to adopt, and this class does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from pratico_daemon import logs
+from pratico_daemon.backoff import Backoff
+from pratico_daemon.storage.protocols import StorageError
+
+log = logs.get("classroom.leases")
+
+NODES = "presence_nodes"
+# Long enough that one sweep finishes under it; a later sweeper retries after it.
+SWEEP_CLAIM_TTL_S = 60.0
+
+
+def lease_key(node: str) -> str:
+    return f"presence_node:{node}"
+
+
+def teachers_key(node: str) -> str:
+    return f"presence_teachers:{node}"
+
+
+def teacher_field(org_id: str, user_id: str) -> str:
+    return f"{org_id}/{user_id}"
+
+
+Adopt = Callable[[str, str, str], Awaitable[bool]]
+"""(org_id, user_id, dead node) → whether the teacher was put in grace."""
+
+
+class NodeLeases:
+    """This node's lease, its teachers' hash, and the sweep of dead nodes."""
+
+    def __init__(self, presence: Callable[[], Any], node_id: str, lease_s: float,
+                 *, enabled: bool) -> None:
+        self._presence = presence  # the store opens after the namespace is built
+        self.node_id = node_id
+        self.lease_s = lease_s
+        self.enabled = enabled
+        self.adopted = 0
+
+    def __repr__(self) -> str:
+        state = "on" if self.enabled else "off"
+        return f"<NodeLeases {self.node_id} {state}, {self.adopted} adopted>"
+
+    async def hold(self, org_id: str, user_id: str) -> None:
+        """This node holds the teacher `connect` (call with the alive key's write)."""
+        if self.enabled:
+            await self._presence().hset(teachers_key(self.node_id),
+                                        {teacher_field(org_id, user_id): "1"})
+
+    async def release(self, org_id: str, user_id: str) -> None:
+        """This node no longer holds the teacher (grace, logout)."""
+        if self.enabled:
+            await self._presence().hdel(teachers_key(self.node_id),
+                                        teacher_field(org_id, user_id))
+
+    async def run(self, adopt: Adopt) -> None:
+        """Renew the lease and sweep, for the daemon's lifetime; Redis outages are waited out."""
+        if not self.enabled:
+            return
+        backoff = Backoff(0.1, self.lease_s / 3)
+        while True:
+            try:
+                await self.renew()
+                await self.sweep(adopt)
+                backoff.reset()
+                await trio.sleep(self.lease_s / 3)
+            except StorageError as exc:
+                log.warning("node lease not renewed: %s (retrying in %.1fs)", exc, backoff.delay)
+                await backoff.wait()
+
+    async def renew(self) -> None:
+        presence = self._presence()
+        await presence.set(lease_key(self.node_id), "1", ttl_s=self.lease_s)
+        await presence.hset(NODES, {self.node_id: "1"})
+
+    async def sweep(self, adopt: Adopt) -> int:
+        """Adopt the teachers of every indexed node whose lease is gone; how many."""
+        presence = self._presence()
+        nodes = list(await presence.hgetall(NODES))
+        live, dead = [], []
+        for node in nodes:
+            (live if node == self.node_id or await presence.exists(lease_key(node))
+             else dead).append(node)
+        adopted = 0
+        for node in dead:
+            if not await presence.set(f"presence_sweep:{node}", self.node_id,
+                                      ttl_s=SWEEP_CLAIM_TTL_S, nx=True):
+                continue  # another node sweeps it
+            held_elsewhere: set[str] = set()
+            for other in live:
+                held_elsewhere.update(await presence.hgetall(teachers_key(other)))
+            for field in await presence.hgetall(teachers_key(node)):
+                org_id, _, user_id = field.partition("/")
+                if field in held_elsewhere or not user_id:
+                    continue
+                if await adopt(org_id, user_id, node):
+                    adopted += 1
+            await presence.delete(teachers_key(node))
+            await presence.hdel(NODES, node)
+            log.warning("node %s stopped renewing its lease: %d of its teachers put in grace",
+                        node, adopted)
+        self.adopted += adopted
+        return adopted

@@ -1,0 +1,72 @@
+"""kill -9 of the node a teacher is connected to: the next node puts the teacher in
+grace, and the grace's expiry ends the lesson (the real daemon, Redis + Postgres).
+
+Without node leases the teacher's alive key stayed `connect` with no TTL: shown
+online for ever, the lesson never ended.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from pratico_daemon.auth import Authenticator
+from tests.classroom.remote import python_client
+from tests.conftest import make_config
+from tests.support import http
+from tests.support.process import daemon_process, write_config
+from tests.support.redis import REDIS_URL
+
+pytestmark = pytest.mark.slow
+LEASE_S = 1.5
+GRACE_S = 2.0
+
+
+async def test_a_killed_node_s_teacher_goes_into_grace_and_the_lesson_ends(
+        nursery: trio.Nursery, tmp_path: Path, pg_dsn: str, redis_prefix: str,
+        raw_redis: Any) -> None:
+    config_file = write_config(
+        tmp_path / "pratico.toml", tmp_path / "state",
+        redis={"url": REDIS_URL, "key_prefix": redis_prefix}, postgres={"dsn": pg_dsn},
+        presence={"disconnect_grace_s": GRACE_S, "node_lease_s": LEASE_S})
+    auth = Authenticator.from_config(make_config(tmp_path / "unused"))
+    admin = auth.mint("a1", "admin", "org1")
+    alive = f"{redis_prefix}alive:org_org1_user_t1"
+
+    async with daemon_process(config_file) as first:
+        created = await http.request("POST", f"{first.url}/lessons", token=admin, json={
+            "id": "L1", "org_id": "org1", "teacher_id": "t1", "title": "Algebra",
+            "seat_count": 3})
+        assert created.status == 201, created.body
+        teacher = await python_client(nursery, first.url)
+        connected = await teacher.connect({"role": "teacher", "org_id": "org1",
+                                           "auth": auth.mint("t1", "teacher", "org1")})
+        assert connected["connected"]
+        ack = await teacher.call("join_lesson", {"user_id": "t1", "lesson_id": "L1",
+                                                 "role": "teacher"})
+        assert ack["status"] == "SUCCESS"
+        (dead_node,) = await raw_redis("HKEYS", f"{redis_prefix}presence_nodes")
+        held = f"{redis_prefix}presence_teachers:{dead_node.decode()}"
+        assert await raw_redis("HKEYS", held) == [b"org1/t1"]
+        first.process.kill()  # no drain: nobody writes the disconnect
+        assert await first.wait_exit(10) == -9
+        await teacher.send(op="exit")
+    assert await raw_redis("HGET", alive, "state") == b"connect"
+    assert await raw_redis("PTTL", alive) == -1
+
+    async with daemon_process(config_file) as second:
+        with trio.fail_after(LEASE_S + GRACE_S + 15):
+            while True:  # lease runs out, the sweep adopts the teacher, the grace expires
+                lesson = await http.request("GET", f"{second.url}/lessons/L1", token=admin)
+                assert lesson.status == 200, lesson.body
+                if lesson.json()["status"] == "ended":
+                    break
+                await trio.sleep(0.2)
+        assert not await raw_redis("EXISTS", alive)
+        assert not await raw_redis("EXISTS", held)
+        assert dead_node not in await raw_redis("HKEYS", f"{redis_prefix}presence_nodes")
+        adopted = [r for r in second.log_records() if "stopped renewing" in r.get("msg", "")]
+        assert adopted and "1 of its teachers" in adopted[0]["msg"]

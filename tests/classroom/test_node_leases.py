@@ -1,0 +1,77 @@
+"""The sweep of dead nodes: who is adopted, who is left alone, and only once (real Redis)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from pratico_daemon.classroom.node_leases import NODES, NodeLeases, lease_key, teachers_key
+from pratico_daemon.services import Services
+from pratico_daemon.storage.redis_store import open_redis
+
+
+@pytest.fixture
+async def presence(aio_loop: object, services: Services) -> AsyncIterator[Any]:
+    async with open_redis(services.config, services) as stores:
+        yield stores.presence
+
+
+def leases(presence: Any, node: str) -> NodeLeases:
+    return NodeLeases(lambda: presence, node, 30.0, enabled=True)
+
+
+async def test_the_sweep_adopts_only_teachers_no_live_node_holds(presence: Any) -> None:
+    dead, alive_node, sweeper = (leases(presence, n) for n in ("dead", "b", "c"))
+    for node in (dead, alive_node, sweeper):
+        await node.renew()
+    await dead.hold("org1", "t1")  # left behind by the dead node only
+    await dead.hold("org1", "t2")  # ... and back on node b since
+    await alive_node.hold("org1", "t2")
+    await presence.delete(lease_key("dead"))  # its lease ran out
+
+    adopted: list[tuple[str, str, str]] = []
+
+    async def adopt(org_id: str, user_id: str, node: str) -> bool:
+        adopted.append((org_id, user_id, node))
+        return True
+
+    assert await sweeper.sweep(adopt) == 1
+    assert adopted == [("org1", "t1", "dead")]
+    assert not await presence.exists(teachers_key("dead"))
+    assert set(await presence.hgetall(NODES)) == {"b", "c"}
+    # Node b's own teachers and lease are untouched; a second sweep finds nothing.
+    assert await presence.hgetall(teachers_key("b")) == {"org1/t2": "1"}
+    assert await sweeper.sweep(adopt) == 0
+
+
+async def test_two_sweepers_adopt_a_dead_node_once(presence: Any) -> None:
+    dead = leases(presence, "dead")
+    await dead.renew()
+    await dead.hold("org1", "t1")
+    await presence.delete(lease_key("dead"))
+    calls: list[str] = []
+
+    async def adopt(org_id: str, user_id: str, node: str) -> bool:
+        calls.append(user_id)
+        await trio.sleep(0.05)  # both sweeps are in flight together
+        return True
+
+    first, second = leases(presence, "a"), leases(presence, "b")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first.sweep, adopt)
+        nursery.start_soon(second.sweep, adopt)
+    assert calls == ["t1"]
+    assert first.adopted + second.adopted == 1
+
+
+async def test_release_lets_go_and_embedded_mode_does_nothing(presence: Any) -> None:
+    node = leases(presence, "n1")
+    await node.hold("org1", "t1")
+    await node.release("org1", "t1")
+    assert await presence.hgetall(teachers_key("n1")) == {}
+    off = NodeLeases(lambda: presence, "n2", 30.0, enabled=False)
+    await off.hold("org1", "t1")
+    assert not await presence.exists(teachers_key("n2"))
