@@ -1,7 +1,7 @@
 """Durable events: throughput and append-to-ack latency of the group-committed writer.
 
 Usage: .venv/bin/python bench/storage_bench.py [--seconds 3] [--dsn postgresql://postgres@127.0.0.1:5432]
-                                               [--skip-embedded]
+                                               [--skip-embedded] [--methods copy_direct,unnest,…]
 
 For each backend (Postgres `room_events` through the trio-asyncio bridge; the
 embedded SQLite file) and, on Postgres, each way of writing a batch (binary
@@ -125,7 +125,11 @@ def row(label: str, method: str, rate: float | None, r: dict[str, float],
             f"| {r['p50']:>7.2f} | {r['p99']:>7.2f} | {batch:>6} | {ratio:>6} |")
 
 
-async def bench_postgres(dsn_base: str, seconds: float) -> list[str]:
+METHODS = ("copy_direct", "unnest", "copy", "executemany")
+
+
+async def bench_postgres(dsn_base: str, seconds: float,
+                         methods: tuple[str, ...] = METHODS) -> list[str]:
     import orjson
 
     lines = []
@@ -141,7 +145,7 @@ async def bench_postgres(dsn_base: str, seconds: float) -> list[str]:
 
             peer = await offered(naive, None, seconds)
             lines.append(row("postgres", "peer: 1/event", None, peer, None, None))
-            for method in ("copy_direct", "unnest", "copy", "executemany"):
+            for method in methods:
                 with tempfile.TemporaryDirectory() as tmp:
                     async with open_pg_events(pg, Path(tmp), method=method) as store:
                         for rate in RATES:
@@ -176,7 +180,7 @@ async def main(args: Any) -> None:
     rule = ("|-----------|--------------|---------|-------------|---------|---------|"
             "--------|--------|")
     reference_before = cpu_reference_ms()
-    lines = await bench_postgres(args.dsn, args.seconds)
+    lines = await bench_postgres(args.dsn, args.seconds, tuple(args.methods.split(",")))
     if not args.skip_embedded:
         lines += await bench_embedded(args.seconds)
     print(f"\nDurable events, {args.seconds:g} s per cell (ratio: unthrottled events/s over "
@@ -194,4 +198,6 @@ if __name__ == "__main__":
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432",
                         help="server URL without the database name")
     parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="Postgres ways of writing a batch, comma-separated")
     trio.run(main, parser.parse_args())
