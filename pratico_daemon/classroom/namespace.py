@@ -126,7 +126,8 @@ class ClassroomNamespace(Namespace):
             feed = getattr(self.services.stores, "expirations", None)
             if feed is not None:
                 nursery.start_soon(self._adopt_grace)
-                nursery.start_soon(self.leases.run, self._adopt_orphan)
+                nursery.start_soon(self.leases.run, self._adopt_orphan,
+                                   self._reassert_teachers, self._live_teachers)
                 receive = feed.receive if isinstance(feed, ExpiryFeed) else feed
                 nursery.start_soon(self._watch_expirations, receive)
             task_status.started()
@@ -352,11 +353,16 @@ class ClassroomNamespace(Namespace):
                                           user_id=user_id))
 
     async def _adopt_orphan(self, org_id: str, user_id: str, node: str) -> bool:
-        """A teacher left `connect` by a node that died: into grace, as a disconnect."""
+        """A teacher left `connect` by a node that died: into grace, as a disconnect.
+
+        `node` may be this node's own id, restarted: its previous run's hold
+        is let go here, under the teacher's lock, unless the teacher is back.
+        """
         async with self._user_locks.hold(f"{org_id}/{user_id}"):
-            if any(c.data.get("teacher_live") and c.data.get("org_id") == org_id
-                   for c in self.directory.of_user(user_id)):
+            if self._is_live_here(org_id, user_id):
                 return False  # back on this node already
+            if node == self.leases.node_id:
+                await self.leases.release(org_id, user_id)
             alive = keys.alive(org_id, user_id)
             if (await self.presence.hgetall(alive)).get("state") != "connect":
                 return False  # in grace, logged out or expired since
@@ -369,6 +375,31 @@ class ClassroomNamespace(Namespace):
                                           {"node": node, "grace_s": self.grace_s},
                                           user_id=user_id))
         return True
+
+    def _is_live_here(self, org_id: str, user_id: str) -> bool:
+        return any(c.data.get("teacher_live") and c.data.get("org_id") == org_id
+                   for c in self.directory.of_user(user_id))
+
+    def _live_teachers(self) -> set[tuple[str, str]]:
+        """(org, user) of every teacher connected to this node (the lease's holds)."""
+        return {(c.data["org_id"], c.data["client_id"]) for c in self.directory
+                if c.data.get("teacher_live")}
+
+    async def _reassert_teachers(self) -> None:
+        """After a lapse of our lease another node may have put our teachers in grace."""
+        for org_id, user_id in sorted(self._live_teachers()):
+            async with self._user_locks.hold(f"{org_id}/{user_id}"):
+                if not self._is_live_here(org_id, user_id):
+                    continue
+                alive = keys.alive(org_id, user_id)
+                previous = await self.presence.hgetall(alive)
+                if previous.get("state") == "connect":
+                    continue
+                login_time = previous.get("login_time") or str(int(time.time()))
+                await self.presence.hset(alive, {"login_time": login_time, "state": "connect"})
+                await self.presence.persist(alive)
+                self._in_grace.discard((org_id, user_id))
+            await self._tell_managers(org_id, "teacher_connect", {"user_id": user_id})
 
     async def reconnected(self, client: Client) -> None:
         """Back within the recovery window: a teacher's presence turns `connect` again."""

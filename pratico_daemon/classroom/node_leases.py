@@ -9,7 +9,8 @@ So in Redis mode every node keeps, under `redis.key_prefix`:
 - `presence_node:{node}`: its lease, a string with a TTL of `node_lease_s`,
   renewed three times per lease;
 - `presence_teachers:{node}`: a hash `{"{org}/{user}": "1"}` of the teachers
-  this node holds `connect` (added at connect, removed when it lets go);
+  this node holds `connect` (added at connect and again at every renewal,
+  removed when it lets go);
 - `presence_nodes`: a hash `{node: "1"}`, the index a sweep reads (no SCAN).
 
 At each renewal a node looks for indexed nodes whose lease is gone. The node
@@ -19,13 +20,21 @@ grace as a disconnect would (`teacher_disconnect` to the managers, the grace
 TTL; its expiry then ends the lessons). The dead node's hash and index entry
 are removed last, so a sweeper that dies half-way leaves the work to the next.
 
+Two more cases. A node restarted under the same `daemon.node_id` renews the
+lease at once, so nobody would sweep what its previous run left: it adopts
+its own leftovers first. A node cut off from Redis longer than its lease may
+have had its teachers put in grace by the others although they are still
+connected to it: after such a lapse it asks the namespace to assert their
+presence again (`teacher_connect`, no TTL), and its renewals write its holds
+back.
+
 Embedded mode has one node and forgets presence on restart (embedded_keys.py):
 there is nothing to adopt, and this class does nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import trio
@@ -54,7 +63,12 @@ def teacher_field(org_id: str, user_id: str) -> str:
 
 
 Adopt = Callable[[str, str, str], Awaitable[bool]]
-"""(org_id, user_id, dead node) → whether the teacher was put in grace."""
+"""(org_id, user_id, dead node) → whether the teacher was put in grace. For this
+node's own leftovers it also lets go of the hold, unless the teacher is back."""
+Reassert = Callable[[], Awaitable[None]]
+"""Mark this node's connected teachers `connect` again."""
+Held = Callable[[], Iterable[tuple[str, str]]]
+"""(org_id, user_id) of the teachers connected to this node now."""
 
 
 class NodeLeases:
@@ -84,14 +98,26 @@ class NodeLeases:
             await self._presence().hdel(teachers_key(self.node_id),
                                         teacher_field(org_id, user_id))
 
-    async def run(self, adopt: Adopt) -> None:
+    async def run(self, adopt: Adopt, reassert: Reassert, held: Held) -> None:
         """Renew the lease and sweep, for the daemon's lifetime; Redis outages are waited out."""
         if not self.enabled:
             return
         backoff = Backoff(0.1, self.lease_s / 3)
+        leftovers_adopted = False
+        renewed_at: float | None = None
         while True:
             try:
-                await self.renew()
+                if not leftovers_adopted:
+                    await self.adopt_leftovers(adopt)
+                    leftovers_adopted = True
+                lapsed = renewed_at is not None and (
+                    trio.current_time() - renewed_at >= self.lease_s)
+                await self.renew(held())
+                renewed_at = trio.current_time()
+                if lapsed:
+                    log.warning("node lease of %s lapsed: asserting its teachers again",
+                                self.node_id)
+                    await reassert()
                 await self.sweep(adopt)
                 backoff.reset()
                 await trio.sleep(self.lease_s / 3)
@@ -99,10 +125,27 @@ class NodeLeases:
                 log.warning("node lease not renewed: %s (retrying in %.1fs)", exc, backoff.delay)
                 await backoff.wait()
 
-    async def renew(self) -> None:
+    async def renew(self, held: Iterable[tuple[str, str]] = ()) -> None:
+        """The lease, the index entry, and the holds (a sweep may have removed them)."""
         presence = self._presence()
         await presence.set(lease_key(self.node_id), "1", ttl_s=self.lease_s)
         await presence.hset(NODES, {self.node_id: "1"})
+        fields = {teacher_field(org_id, user_id): "1" for org_id, user_id in held}
+        if fields:
+            await presence.hset(teachers_key(self.node_id), fields)
+
+    async def adopt_leftovers(self, adopt: Adopt) -> int:
+        """What an earlier run under this node id held (it died): adopt it as a dead node's."""
+        adopted = 0
+        for field in await self._presence().hgetall(teachers_key(self.node_id)):
+            org_id, _, user_id = field.partition("/")
+            if user_id and await adopt(org_id, user_id, self.node_id):
+                adopted += 1
+        if adopted:
+            log.warning("node %s restarted: %d teachers of its previous run put in grace",
+                        self.node_id, adopted)
+        self.adopted += adopted
+        return adopted
 
     async def sweep(self, adopt: Adopt) -> int:
         """Adopt the teachers of every indexed node whose lease is gone; how many."""
@@ -120,15 +163,17 @@ class NodeLeases:
             held_elsewhere: set[str] = set()
             for other in live:
                 held_elsewhere.update(await presence.hgetall(teachers_key(other)))
+            count = 0
             for field in await presence.hgetall(teachers_key(node)):
                 org_id, _, user_id = field.partition("/")
                 if field in held_elsewhere or not user_id:
                     continue
                 if await adopt(org_id, user_id, node):
-                    adopted += 1
+                    count += 1
             await presence.delete(teachers_key(node))
             await presence.hdel(NODES, node)
             log.warning("node %s stopped renewing its lease: %d of its teachers put in grace",
-                        node, adopted)
+                        node, count)
+            adopted += count
         self.adopted += adopted
         return adopted

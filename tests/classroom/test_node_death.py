@@ -7,6 +7,7 @@ online for ever, the lesson never ended.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,22 @@ import trio
 
 from pratico_daemon.auth import Authenticator
 from tests.classroom.remote import python_client
-from tests.conftest import make_config
+from tests.conftest import make_config, start_daemon
 from tests.support import http
 from tests.support.process import daemon_process, write_config
 from tests.support.redis import REDIS_URL
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 LEASE_S = 1.5
 GRACE_S = 2.0
+
+
+async def until(read: Callable[[], Awaitable[Any]], expected: Any, limit_s: float) -> None:
+    """Poll Redis, written by other processes and nodes, until `read()` gives `expected`."""
+    with trio.fail_after(limit_s):
+        while await read() != expected:  # noqa: ASYNC110 - nothing in-process to wait on
+            await trio.sleep(0.05)
 
 
 async def test_a_killed_node_s_teacher_goes_into_grace_and_the_lesson_ends(
@@ -70,3 +79,48 @@ async def test_a_killed_node_s_teacher_goes_into_grace_and_the_lesson_ends(
         assert dead_node not in await raw_redis("HKEYS", f"{redis_prefix}presence_nodes")
         adopted = [r for r in second.log_records() if "stopped renewing" in r.get("msg", "")]
         assert adopted and "1 of its teachers" in adopted[0]["msg"]
+
+
+async def test_a_node_cut_off_longer_than_its_lease_asserts_its_teachers_again(
+        nursery: trio.Nursery, tmp_path: Path, pg_dsn: str, redis_prefix: str,
+        raw_redis: Any) -> None:
+    """Node A loses Redis (a proxy cut) while its teacher stays connected; node B
+    takes A for dead and puts the teacher in grace; A comes back and says
+    `connect` again before the grace runs out."""
+    proxy = TcpProxy("127.0.0.1", 6379)
+    proxy_port = await nursery.start(proxy.run)
+    common = {"postgres": {"dsn": pg_dsn},
+              "presence": {"disconnect_grace_s": 60, "node_lease_s": LEASE_S}}
+    a = await start_daemon(nursery, make_config(
+        tmp_path / "a", daemon={"node_id": "A"}, **common,
+        redis={"url": f"redis://127.0.0.1:{proxy_port}/0", "key_prefix": redis_prefix}))
+    b = await start_daemon(nursery, make_config(
+        tmp_path / "b", daemon={"node_id": "B"}, **common,
+        redis={"url": REDIS_URL, "key_prefix": redis_prefix}))
+    alive = f"{redis_prefix}alive:org_org1_user_t1"
+    try:
+        teacher = await python_client(nursery, a.url)
+        assert (await teacher.connect({"role": "teacher", "org_id": "org1",
+                                       "auth": a.token("t1", "teacher", "org1")}))["connected"]
+        assert await raw_redis("HKEYS", f"{redis_prefix}presence_teachers:A") == [b"org1/t1"]
+
+        async def state() -> bytes | None:
+            return await raw_redis("HGET", alive, "state")  # type: ignore[no-any-return]
+
+        async def held_by_a() -> list[bytes]:
+            return await raw_redis(  # type: ignore[no-any-return]
+                "HKEYS", f"{redis_prefix}presence_teachers:A")
+
+        proxy.cut()
+        await until(state, b"disconnect", LEASE_S + 10)  # A's lease runs out; B adopts
+        assert 0 < await raw_redis("PTTL", alive) <= 60_000
+        assert not await raw_redis("EXISTS", f"{redis_prefix}presence_teachers:A")
+
+        proxy.restore()
+        await until(state, b"connect", LEASE_S + 15)  # A renews, sees the lapse, asserts
+        assert await raw_redis("PTTL", alive) == -1
+        await until(held_by_a, [b"org1/t1"], LEASE_S + 5)  # its renewals write its hold back
+        await teacher.send(op="exit")
+    finally:
+        a.daemon.request_shutdown()
+        b.daemon.request_shutdown()

@@ -75,3 +75,25 @@ async def test_release_lets_go_and_embedded_mode_does_nothing(presence: Any) -> 
     off = NodeLeases(lambda: presence, "n2", 30.0, enabled=False)
     await off.hold("org1", "t1")
     assert not await presence.exists(teachers_key("n2"))
+
+
+async def test_a_node_restarted_under_its_id_adopts_its_leftovers(presence: Any) -> None:
+    before = leases(presence, "n1")
+    await before.renew()
+    await before.hold("org1", "t1")  # ... then the process is killed
+    after = leases(presence, "n1")  # the same node id, a new run
+    adopted: list[tuple[str, str, str]] = []
+
+    async def adopt(org_id: str, user_id: str, node: str) -> bool:
+        adopted.append((org_id, user_id, node))
+        return True
+
+    assert await after.adopt_leftovers(adopt) == 1
+    assert adopted == [("org1", "t1", "n1")]
+
+
+async def test_renewal_writes_the_holds_back(presence: Any) -> None:
+    node = leases(presence, "n1")
+    await node.renew([("org1", "t1"), ("org2", "t9")])
+    assert await presence.hgetall(teachers_key("n1")) == {"org1/t1": "1", "org2/t9": "1"}
+    assert await presence.exists(lease_key("n1"))
