@@ -15,7 +15,9 @@ without a writer: one INSERT (one bridge crossing, one commit) per event,
 with the same concurrency. Goals (issue 3): ≥ 50,000 events/s unthrottled;
 ack p99 ≤ 10 ms at 2,000 events/s.
 
-The bench creates a throwaway database (migrated) and drops it at the end;
+The stores get health and metrics as in the daemon (every ack is observed in
+`pratico_event_write_seconds`). The bench creates a throwaway database
+(migrated) and drops it at the end;
 the embedded store writes under a temporary directory.
 """
 
@@ -25,6 +27,7 @@ import argparse
 import math
 import tempfile
 import time
+import types
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,6 +37,8 @@ import asyncpg
 import trio
 from machine import cpu_reference_ms
 
+from pratico_daemon.health import Health
+from pratico_daemon.metrics import Metrics
 from pratico_daemon.storage import migrate
 from pratico_daemon.storage.aio import open_loop
 from pratico_daemon.storage.embedded_sql import open_embedded_sql
@@ -116,6 +121,11 @@ async def _insert_one(conn: asyncpg.Connection, e: RoomEvent, data: str) -> None
         e.id, e.created_at, e.room_id, e.user_id, e.type, data)
 
 
+def _observed() -> Any:
+    """Health and metrics as the daemon gives them: each ack is observed, as in production."""
+    return types.SimpleNamespace(health=Health(), metrics=Metrics())
+
+
 def row(label: str, method: str, rate: float | None, r: dict[str, float],
         batches: float | None, peer: float | None) -> str:
     offered_s = "max" if rate is None else f"{rate:,.0f}"
@@ -147,7 +157,8 @@ async def bench_postgres(dsn_base: str, seconds: float,
             lines.append(row("postgres", "peer: 1/event", None, peer, None, None))
             for method in methods:
                 with tempfile.TemporaryDirectory() as tmp:
-                    async with open_pg_events(pg, Path(tmp), method=method) as store:
+                    async with open_pg_events(pg, Path(tmp), method=method,
+                                              services=_observed()) as store:
                         for rate in RATES:
                             b0, c0 = store.writer.batches, store.writer.committed
                             r = await offered(store.append_durable, rate, seconds)
@@ -164,7 +175,7 @@ async def bench_postgres(dsn_base: str, seconds: float,
 async def bench_embedded(seconds: float) -> list[str]:
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
-        async with open_embedded_sql(Path(tmp) / "pratico.sqlite") as sql:
+        async with open_embedded_sql(Path(tmp) / "pratico.sqlite", services=_observed()) as sql:
             store = sql.events
             for rate in RATES:
                 b0, c0 = store.writer.batches, store.writer.committed

@@ -277,9 +277,10 @@ class GroupCommitWriter:
         for p in batch:
             if error is not None and p.error is None:
                 p.error = error
-            if self._metrics is not None and not p.abandoned and p.error is None:
-                self._metrics.event_write_seconds.observe(now - p.queued_at)
             p.wake()
+        if self._metrics is not None:
+            self._metrics.event_write_seconds.observe_many(
+                now - p.queued_at for p in batch if not p.abandoned and p.error is None)
         if self._metrics is not None and live:
             self._metrics.event_batch_size.observe(len(live))
         self.batches += 1
