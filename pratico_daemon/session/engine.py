@@ -140,6 +140,7 @@ class EngineConnection:
     def _register(self) -> None:
         """Known to the gateway: found by `sid` (polling, upgrade) and pinged by its heartbeat."""
         self.gateway.engines[self.sid] = self
+        self.gateway.watch_heartbeat(self)
 
     # -- the Conduit side (what clients and rooms call) ------------------------------------
 
