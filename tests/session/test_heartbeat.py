@@ -29,6 +29,7 @@ async def test_answered_pings_keep_coming_and_a_silent_session_alone_is_dropped(
                 assert await talker.get_message() == "2"
                 pings += 1
                 await talker.send_message("3")
-        # The first ping comes within one interval, then one per interval after each pong.
-        assert 9 <= pings <= 13, pings
+        # The first ping comes within one interval, then one an interval after each
+        # pong: about 11 in 12 intervals; fewer only when the machine is slow to answer.
+        assert 6 <= pings <= 13, pings
         assert set(server.gateway.engines) == {sids[0]}  # the silent one timed out
