@@ -341,12 +341,14 @@ class ClassroomNamespace(Namespace):
         async with self._user_locks.hold(f"{org_id}/{user_id}"):
             if client.data.get("logged_out") or self._other_live_teacher_connections(client):
                 return
+            await self.leases.release(org_id, user_id)
+            if await self.leases.held_elsewhere(org_id, user_id):
+                return  # still connected to another node: it keeps the presence
             alive = keys.alive(org_id, user_id)
             if not await self.presence.exists(alive):
                 return  # logged out elsewhere: nothing to put in grace
             await self.presence.hset(alive, {"state": "disconnect"}, ttl_s=self.grace_s)
             self._in_grace.add((org_id, user_id))
-            await self.leases.release(org_id, user_id)
         await self._tell_managers(org_id, "teacher_disconnect", {"user_id": user_id})
         await self._record_soft(RoomEvent(self._presence_room(client), "teacher_disconnect",
                                           {"sid": client.sid, "grace_s": self.grace_s},
@@ -386,7 +388,11 @@ class ClassroomNamespace(Namespace):
                 if c.data.get("teacher_live")}
 
     async def _reassert_teachers(self) -> None:
-        """After a lapse of our lease another node may have put our teachers in grace."""
+        """Every teacher connected here reads `connect` (called at each lease renewal).
+
+        Another node may have put one in grace: after a lapse of our lease, or
+        when its own last connection dropped while this one connected.
+        """
         for org_id, user_id in sorted(self._live_teachers()):
             async with self._user_locks.hold(f"{org_id}/{user_id}"):
                 if not self._is_live_here(org_id, user_id):

@@ -20,13 +20,18 @@ grace as a disconnect would (`teacher_disconnect` to the managers, the grace
 TTL; its expiry then ends the lessons). The dead node's hash and index entry
 are removed last, so a sweeper that dies half-way leaves the work to the next.
 
+The holds also make presence right across nodes: a teacher whose last
+connection on one node drops goes into grace only if no other live node
+holds it (`held_elsewhere`).
+
 Two more cases. A node restarted under the same `daemon.node_id` renews the
 lease at once, so nobody would sweep what its previous run left: it adopts
-its own leftovers first. A node cut off from Redis longer than its lease may
-have had its teachers put in grace by the others although they are still
-connected to it: after such a lapse it asks the namespace to assert their
-presence again (`teacher_connect`, no TTL), and its renewals write its holds
-back.
+its own leftovers first. And at every renewal a node asks the namespace to
+assert the presence of the teachers connected to it (`reassert`): a node cut
+off from Redis longer than its lease may have had them put in grace by the
+others, and a disconnect on another node can race a connect here; either is
+repaired within a third of a lease (`teacher_connect`, no TTL), and the
+renewal writes the holds back.
 
 Embedded mode has one node and forgets presence on restart (embedded_keys.py):
 there is nothing to adopt, and this class does nothing.
@@ -66,7 +71,7 @@ Adopt = Callable[[str, str, str], Awaitable[bool]]
 """(org_id, user_id, dead node) → whether the teacher was put in grace. For this
 node's own leftovers it also lets go of the hold, unless the teacher is back."""
 Reassert = Callable[[], Awaitable[None]]
-"""Mark this node's connected teachers `connect` again."""
+"""Make sure this node's connected teachers read `connect`; repair those that do not."""
 Held = Callable[[], Iterable[tuple[str, str]]]
 """(org_id, user_id) of the teachers connected to this node now."""
 
@@ -110,14 +115,12 @@ class NodeLeases:
                 if not leftovers_adopted:
                     await self.adopt_leftovers(adopt)
                     leftovers_adopted = True
-                lapsed = renewed_at is not None and (
-                    trio.current_time() - renewed_at >= self.lease_s)
+                if renewed_at is not None and trio.current_time() - renewed_at >= self.lease_s:
+                    log.warning("node lease of %s lapsed: its teachers may have been put "
+                                "in grace by another node", self.node_id)
                 await self.renew(held())
                 renewed_at = trio.current_time()
-                if lapsed:
-                    log.warning("node lease of %s lapsed: asserting its teachers again",
-                                self.node_id)
-                    await reassert()
+                await reassert()
                 await self.sweep(adopt)
                 backoff.reset()
                 await trio.sleep(self.lease_s / 3)
@@ -133,6 +136,18 @@ class NodeLeases:
         fields = {teacher_field(org_id, user_id): "1" for org_id, user_id in held}
         if fields:
             await presence.hset(teachers_key(self.node_id), fields)
+
+    async def held_elsewhere(self, org_id: str, user_id: str) -> bool:
+        """Whether another live node holds the teacher `connect` (it keeps the presence)."""
+        if not self.enabled:
+            return False
+        presence = self._presence()
+        field = teacher_field(org_id, user_id)
+        for node in await presence.hgetall(NODES):
+            if node != self.node_id and field in await presence.hgetall(teachers_key(node)) \
+                    and await presence.exists(lease_key(node)):
+                return True
+        return False
 
     async def adopt_leftovers(self, adopt: Adopt) -> int:
         """What an earlier run under this node id held (it died): adopt it as a dead node's."""

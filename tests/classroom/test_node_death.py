@@ -1,8 +1,9 @@
-"""kill -9 of the node a teacher is connected to: the next node puts the teacher in
-grace, and the grace's expiry ends the lesson (the real daemon, Redis + Postgres).
+"""Presence across nodes, with the real daemon on Redis + Postgres (node leases).
 
-Without node leases the teacher's alive key stayed `connect` with no TTL: shown
-online for ever, the lesson never ended.
+kill -9 of the node a teacher is connected to: the next node puts the teacher
+in grace, and the grace's expiry ends the lesson (without leases the alive key
+stayed `connect` with no TTL for ever). Also: a node cut off from Redis, a
+teacher connected to two nodes, and a presence overwritten by a race.
 """
 
 from __future__ import annotations
@@ -124,3 +125,69 @@ async def test_a_node_cut_off_longer_than_its_lease_asserts_its_teachers_again(
     finally:
         a.daemon.request_shutdown()
         b.daemon.request_shutdown()
+
+
+async def test_a_teacher_on_two_nodes_stays_connected_until_its_last_connection_drops(
+        nursery: trio.Nursery, tmp_path: Path, pg_dsn: str, redis_prefix: str,
+        raw_redis: Any) -> None:
+    common = {"postgres": {"dsn": pg_dsn},
+              "redis": {"url": REDIS_URL, "key_prefix": redis_prefix},
+              "presence": {"disconnect_grace_s": 60, "node_lease_s": LEASE_S}}
+    nodes = [await start_daemon(nursery, make_config(tmp_path / name, daemon={"node_id": name},
+                                                     **common)) for name in ("A", "B")]
+    alive = f"{redis_prefix}alive:org_org1_user_t1"
+
+    async def state() -> bytes | None:
+        return await raw_redis("HGET", alive, "state")  # type: ignore[no-any-return]
+
+    async def held_by_a() -> list[bytes]:
+        return await raw_redis(  # type: ignore[no-any-return]
+            "HKEYS", f"{redis_prefix}presence_teachers:A")
+
+    try:
+        teachers = []
+        for node in nodes:
+            teacher = await python_client(nursery, node.url)
+            assert (await teacher.connect({"role": "teacher", "org_id": "org1",
+                                           "auth": node.token("t1", "teacher", "org1")}))[
+                "connected"]
+            teachers.append(teacher)
+        await teachers[0].close()  # the connection on A drops ...
+        await until(held_by_a, [], 10)  # ... and A has let go of its hold
+        assert await state() == b"connect"  # B still holds the teacher
+        assert await raw_redis("PTTL", alive) == -1
+        await teachers[1].close()  # the last connection: now the grace starts
+        await until(state, b"disconnect", 10)
+        assert 0 < await raw_redis("PTTL", alive) <= 60_000
+        for teacher in teachers:
+            await teacher.send(op="exit")
+    finally:
+        for node in nodes:
+            node.daemon.request_shutdown()
+
+
+async def test_a_connected_teacher_whose_presence_was_overwritten_is_repaired(
+        nursery: trio.Nursery, tmp_path: Path, pg_dsn: str, redis_prefix: str,
+        raw_redis: Any) -> None:
+    """A disconnect on another node can race a connect here; the renewal repairs it."""
+    node = await start_daemon(nursery, make_config(
+        tmp_path / "a", daemon={"node_id": "A"}, postgres={"dsn": pg_dsn},
+        redis={"url": REDIS_URL, "key_prefix": redis_prefix},
+        presence={"disconnect_grace_s": 60, "node_lease_s": LEASE_S}))
+    alive = f"{redis_prefix}alive:org_org1_user_t1"
+
+    async def state() -> bytes | None:
+        return await raw_redis("HGET", alive, "state")  # type: ignore[no-any-return]
+
+    try:
+        teacher = await python_client(nursery, node.url)
+        assert (await teacher.connect({"role": "teacher", "org_id": "org1",
+                                       "auth": node.token("t1", "teacher", "org1")}))[
+            "connected"]
+        await raw_redis("HSET", alive, "state", "disconnect")
+        await raw_redis("PEXPIRE", alive, 60_000)
+        await until(state, b"connect", LEASE_S + 5)
+        assert await raw_redis("PTTL", alive) == -1
+        await teacher.send(op="exit")
+    finally:
+        node.daemon.request_shutdown()

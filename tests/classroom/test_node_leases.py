@@ -97,3 +97,15 @@ async def test_renewal_writes_the_holds_back(presence: Any) -> None:
     await node.renew([("org1", "t1"), ("org2", "t9")])
     assert await presence.hgetall(teachers_key("n1")) == {"org1/t1": "1", "org2/t9": "1"}
     assert await presence.exists(lease_key("n1"))
+
+
+async def test_held_elsewhere_counts_only_live_other_nodes(presence: Any) -> None:
+    a, b = leases(presence, "a"), leases(presence, "b")
+    for node in (a, b):
+        await node.renew()
+    await b.hold("org1", "t1")
+    assert not await b.held_elsewhere("org1", "t1")  # its own hold does not count
+    assert await a.held_elsewhere("org1", "t1")
+    assert not await a.held_elsewhere("org1", "t2")
+    await presence.delete(lease_key("b"))  # b is dead: its holds no longer count
+    assert not await a.held_elsewhere("org1", "t1")
