@@ -341,14 +341,19 @@ class ClassroomNamespace(Namespace):
         async with self._user_locks.hold(f"{org_id}/{user_id}"):
             if client.data.get("logged_out") or self._other_live_teacher_connections(client):
                 return
-            await self.leases.release(org_id, user_id)
+            # The hold goes last: if a write below fails, the lease renewal finds
+            # it without a connection here and finishes the job (`_adopt_orphan`).
             if await self.leases.held_elsewhere(org_id, user_id):
+                await self.leases.release(org_id, user_id)
                 return  # still connected to another node: it keeps the presence
             alive = keys.alive(org_id, user_id)
-            if not await self.presence.exists(alive):
-                return  # logged out elsewhere: nothing to put in grace
-            await self.presence.hset(alive, {"state": "disconnect"}, ttl_s=self.grace_s)
-            self._in_grace.add((org_id, user_id))
+            present = await self.presence.exists(alive)  # else logged out elsewhere
+            if present:
+                await self.presence.hset(alive, {"state": "disconnect"}, ttl_s=self.grace_s)
+                self._in_grace.add((org_id, user_id))
+            await self.leases.release(org_id, user_id)
+            if not present:
+                return  # nothing to put in grace
         await self._tell_managers(org_id, "teacher_disconnect", {"user_id": user_id})
         await self._record_soft(RoomEvent(self._presence_room(client), "teacher_disconnect",
                                           {"sid": client.sid, "grace_s": self.grace_s},
@@ -357,8 +362,9 @@ class ClassroomNamespace(Namespace):
     async def _adopt_orphan(self, org_id: str, user_id: str, node: str) -> bool:
         """A teacher left `connect` by a node that died: into grace, as a disconnect.
 
-        `node` may be this node's own id, restarted: its previous run's hold
-        is let go here, under the teacher's lock, unless the teacher is back.
+        `node` may be this node's own id: a hold of its previous run, or one
+        whose disconnect could not be written. The hold is let go here, under
+        the teacher's lock, unless the teacher is connected here again.
         """
         async with self._user_locks.hold(f"{org_id}/{user_id}"):
             if self._is_live_here(org_id, user_id):

@@ -24,9 +24,11 @@ The holds also make presence right across nodes: a teacher whose last
 connection on one node drops goes into grace only if no other live node
 holds it (`held_elsewhere`).
 
-Two more cases. A node restarted under the same `daemon.node_id` renews the
-lease at once, so nobody would sweep what its previous run left: it adopts
-its own leftovers first. And at every renewal a node asks the namespace to
+Two more cases. At every renewal a node adopts its own holds of teachers not
+connected to it: what its previous run left under the same `daemon.node_id`
+(a restarted node renews the lease at once, so nobody else would sweep it),
+and a disconnect that could not be written while Redis was away. And at
+every renewal a node asks the namespace to
 assert the presence of the teachers connected to it (`reassert`): a node cut
 off from Redis longer than its lease may have had them put in grace by the
 others, and a disconnect on another node can race a connect here; either is
@@ -108,13 +110,10 @@ class NodeLeases:
         if not self.enabled:
             return
         backoff = Backoff(0.1, self.lease_s / 3)
-        leftovers_adopted = False
         renewed_at: float | None = None
         while True:
             try:
-                if not leftovers_adopted:
-                    await self.adopt_leftovers(adopt)
-                    leftovers_adopted = True
+                await self.adopt_stale_holds(adopt)
                 if renewed_at is not None and trio.current_time() - renewed_at >= self.lease_s:
                     log.warning("node lease of %s lapsed: its teachers may have been put "
                                 "in grace by another node", self.node_id)
@@ -149,15 +148,20 @@ class NodeLeases:
                 return True
         return False
 
-    async def adopt_leftovers(self, adopt: Adopt) -> int:
-        """What an earlier run under this node id held (it died): adopt it as a dead node's."""
+    async def adopt_stale_holds(self, adopt: Adopt) -> int:
+        """This node's holds of teachers not connected here, adopted as a dead node's.
+
+        Those of an earlier run under this node id (it died), and those whose
+        disconnect could not be written (Redis was away); `adopt` skips the
+        teachers connected here.
+        """
         adopted = 0
         for field in await self._presence().hgetall(teachers_key(self.node_id)):
             org_id, _, user_id = field.partition("/")
             if user_id and await adopt(org_id, user_id, self.node_id):
                 adopted += 1
         if adopted:
-            log.warning("node %s restarted: %d teachers of its previous run put in grace",
+            log.warning("node %s: %d teachers it held but no longer serves put in grace",
                         self.node_id, adopted)
         self.adopted += adopted
         return adopted

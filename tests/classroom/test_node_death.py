@@ -191,3 +191,42 @@ async def test_a_connected_teacher_whose_presence_was_overwritten_is_repaired(
         await teacher.send(op="exit")
     finally:
         node.daemon.request_shutdown()
+
+
+async def test_a_disconnect_that_could_not_be_written_is_finished_by_the_renewal(
+        nursery: trio.Nursery, tmp_path: Path, pg_dsn: str, redis_prefix: str,
+        raw_redis: Any) -> None:
+    """The teacher leaves while the node cannot reach Redis ("disconnect not
+    recorded"); once Redis answers again, the node's next renewal finds its hold
+    without a connection and puts the teacher in grace."""
+    proxy = TcpProxy("127.0.0.1", 6379)
+    proxy_port = await nursery.start(proxy.run)
+    node = await start_daemon(nursery, make_config(
+        tmp_path / "a", daemon={"node_id": "A"}, postgres={"dsn": pg_dsn},
+        redis={"url": f"redis://127.0.0.1:{proxy_port}/0", "key_prefix": redis_prefix},
+        presence={"disconnect_grace_s": 60, "node_lease_s": 30}))
+    alive = f"{redis_prefix}alive:org_org1_user_t1"
+
+    async def state() -> bytes | None:
+        return await raw_redis("HGET", alive, "state")  # type: ignore[no-any-return]
+
+    try:
+        teacher = await python_client(nursery, node.url)
+        assert (await teacher.connect({"role": "teacher", "org_id": "org1",
+                                       "auth": node.token("t1", "teacher", "org1")}))[
+            "connected"]
+        proxy.cut()
+        await teacher.close()  # the disconnect's writes fail (bounded by 5 s) ...
+        classroom = node.daemon.services.gateway.namespaces["/classroom"]
+        with trio.fail_after(15):
+            while classroom._live_teachers():  # noqa: ASYNC110 - in-process, no event
+                await trio.sleep(0.1)
+        await trio.sleep(6)  # the disconnect hook gives up after DISCONNECT_WRITE_TIMEOUT_S
+        assert await state() == b"connect"  # nothing written: Redis was away
+        proxy.restore()
+        await until(state, b"disconnect", 30)  # the next renewal (a third of 30 s)
+        assert 0 < await raw_redis("PTTL", alive) <= 60_000
+        assert not await raw_redis("HKEYS", f"{redis_prefix}presence_teachers:A")
+        await teacher.send(op="exit")
+    finally:
+        node.daemon.request_shutdown()

@@ -88,7 +88,7 @@ async def test_a_node_restarted_under_its_id_adopts_its_leftovers(presence: Any)
         adopted.append((org_id, user_id, node))
         return True
 
-    assert await after.adopt_leftovers(adopt) == 1
+    assert await after.adopt_stale_holds(adopt) == 1
     assert adopted == [("org1", "t1", "n1")]
 
 
