@@ -170,7 +170,8 @@ class NodeLeases:
         """Adopt the teachers of every indexed node whose lease is gone; how many."""
         presence = self._presence()
         nodes = list(await presence.hgetall(NODES))
-        live, dead = [], []
+        live: list[str] = []
+        dead: list[str] = []
         for node in nodes:
             (live if node == self.node_id or await presence.exists(lease_key(node))
              else dead).append(node)

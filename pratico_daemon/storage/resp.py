@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import hiredis
@@ -62,7 +62,7 @@ def pack(commands: Sequence[Sequence[Any]]) -> bytes:
     return b"".join(out)
 
 
-def _tls_context(params: dict[str, Any]) -> ssl.SSLContext:
+def _tls_context(params: Mapping[str, Any]) -> ssl.SSLContext:
     """`rediss://` as redis-py reads its query: CA file, client certificate, checks."""
     context = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
     if params.get("ssl_certfile"):
