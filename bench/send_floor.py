@@ -13,7 +13,7 @@ in a plain Python loop of `socket.send`. A second process reads every
 connection with a bare epoll loop, like the bench's clients. Then the same
 frames back to back (a burst) for comparison.
 
-Prints the sender's CPU per send (from /proc/self/schedstat, nanoseconds on
+Prints the sender's CPU per send (gateway_bench.schedstat: nanoseconds on
 CPU) and its user/system split (os.times, tick-sampled). What it shows: on
 loopback the sender's `send` also runs the receiver's TCP input in its own
 softirq, so the kernel's part is the largest part of a delivery, for every
@@ -30,10 +30,7 @@ import statistics
 import sys
 import time
 
-
-def schedstat_s() -> float:
-    with open("/proc/self/schedstat") as f:
-        return int(f.read().split()[0]) / 1e9
+from gateway_bench import schedstat
 
 
 def receiver(port: int, count: int, ready_w: int) -> None:
@@ -66,7 +63,7 @@ def measure(groups: list[list[socket.socket]], frame: bytes, rate: float | None,
             seconds: float) -> tuple[float, float, float, int]:
     """(CPU µs per send, user share, system share, sends); rate None = back to back."""
     sends = 0
-    t0, cpu0, times0 = time.perf_counter(), schedstat_s(), os.times()
+    t0, cpu0, times0 = time.perf_counter(), schedstat(os.getpid())[0], os.times()
     if rate is None:
         end = t0 + seconds
         while time.perf_counter() < end:
@@ -90,7 +87,7 @@ def measure(groups: list[list[socket.socket]], frame: bytes, rate: float | None,
                 s.send(frame)
             sends += len(groups[g])
             due[g] += period
-    cpu = schedstat_s() - cpu0
+    cpu = schedstat(os.getpid())[0] - cpu0
     times1 = os.times()
     user = times1.user - times0.user
     system = times1.system - times0.system

@@ -290,10 +290,15 @@ class ClassroomNamespace(Namespace):
                 user_id=user_id))
         return previous.get("state") == "disconnect"
 
+    def _live_teacher_connections(self, org_id: str, user_id: str) -> list[Client]:
+        """This node's connections that hold the teacher `connect`."""
+        return [c for c in self.directory.of_user(user_id)
+                if c.data.get("teacher_live") and c.data.get("org_id") == org_id]
+
     def _other_live_teacher_connections(self, client: Client) -> list[Client]:
-        return [c for c in self.directory.of_user(client.data["client_id"])
-                if c.sid != client.sid and c.data.get("teacher_live")
-                and c.data.get("org_id") == client.data["org_id"]]
+        return [c for c in self._live_teacher_connections(client.data["org_id"],
+                                                          client.data["client_id"])
+                if c.sid != client.sid]
 
     async def _connect_student(self, client: Client, claims: Claims | None,
                                org_q: str | None) -> Mapping[str, Any]:
@@ -343,17 +348,15 @@ class ClassroomNamespace(Namespace):
                 return
             # The hold goes last: if a write below fails, the lease renewal finds
             # it without a connection here and finishes the job (`_adopt_orphan`).
-            if await self.leases.held_elsewhere(org_id, user_id):
-                await self.leases.release(org_id, user_id)
-                return  # still connected to another node: it keeps the presence
-            alive = keys.alive(org_id, user_id)
-            present = await self.presence.exists(alive)  # else logged out elsewhere
-            if present:
-                await self.presence.hset(alive, {"state": "disconnect"}, ttl_s=self.grace_s)
-                self._in_grace.add((org_id, user_id))
+            # No grace while another node holds the teacher (it keeps the presence),
+            # nor once the alive key is gone (logged out elsewhere).
+            grace = (not await self.leases.held_elsewhere(org_id, user_id)
+                     and await self.presence.exists(keys.alive(org_id, user_id)))
+            if grace:
+                await self._start_grace(org_id, user_id)
             await self.leases.release(org_id, user_id)
-            if not present:
-                return  # nothing to put in grace
+            if not grace:
+                return
         await self._tell_managers(org_id, "teacher_disconnect", {"user_id": user_id})
         await self._record_soft(RoomEvent(self._presence_room(client), "teacher_disconnect",
                                           {"sid": client.sid, "grace_s": self.grace_s},
@@ -367,15 +370,14 @@ class ClassroomNamespace(Namespace):
         the teacher's lock, unless the teacher is connected here again.
         """
         async with self._user_locks.hold(f"{org_id}/{user_id}"):
-            if self._is_live_here(org_id, user_id):
+            if self._live_teacher_connections(org_id, user_id):
                 return False  # back on this node already
             if node == self.leases.node_id:
                 await self.leases.release(org_id, user_id)
-            alive = keys.alive(org_id, user_id)
-            if (await self.presence.hgetall(alive)).get("state") != "connect":
+            if (await self.presence.hgetall(keys.alive(org_id, user_id))).get("state") \
+                    != "connect":
                 return False  # in grace, logged out or expired since
-            await self.presence.hset(alive, {"state": "disconnect"}, ttl_s=self.grace_s)
-            self._in_grace.add((org_id, user_id))
+            await self._start_grace(org_id, user_id)
         session = await self.presence.hgetall(keys.user(user_id))
         await self._tell_managers(org_id, "teacher_disconnect", {"user_id": user_id})
         await self._record_soft(RoomEvent(session.get("lesson_id") or f"org:{org_id}",
@@ -384,9 +386,11 @@ class ClassroomNamespace(Namespace):
                                           user_id=user_id))
         return True
 
-    def _is_live_here(self, org_id: str, user_id: str) -> bool:
-        return any(c.data.get("teacher_live") and c.data.get("org_id") == org_id
-                   for c in self.directory.of_user(user_id))
+    async def _start_grace(self, org_id: str, user_id: str) -> None:
+        """alive := disconnect, with the grace TTL (the caller holds the teacher's lock)."""
+        await self.presence.hset(keys.alive(org_id, user_id), {"state": "disconnect"},
+                                 ttl_s=self.grace_s)
+        self._in_grace.add((org_id, user_id))
 
     def _live_teachers(self) -> set[tuple[str, str]]:
         """(org, user) of every teacher connected to this node (the lease's holds)."""
@@ -401,7 +405,7 @@ class ClassroomNamespace(Namespace):
         """
         for org_id, user_id in sorted(self._live_teachers()):
             async with self._user_locks.hold(f"{org_id}/{user_id}"):
-                if not self._is_live_here(org_id, user_id):
+                if not self._live_teacher_connections(org_id, user_id):
                     continue
                 alive = keys.alive(org_id, user_id)
                 previous = await self.presence.hgetall(alive)

@@ -140,13 +140,8 @@ class NodeLeases:
         """Whether another live node holds the teacher `connect` (it keeps the presence)."""
         if not self.enabled:
             return False
-        presence = self._presence()
-        field = teacher_field(org_id, user_id)
-        for node in await presence.hgetall(NODES):
-            if node != self.node_id and field in await presence.hgetall(teachers_key(node)) \
-                    and await presence.exists(lease_key(node)):
-                return True
-        return False
+        live, _ = await self._other_nodes()
+        return teacher_field(org_id, user_id) in await self._held_by(live)
 
     async def adopt_stale_holds(self, adopt: Adopt) -> int:
         """This node's holds of teachers not connected here, adopted as a dead node's.
@@ -166,27 +161,39 @@ class NodeLeases:
         self.adopted += adopted
         return adopted
 
+    async def _other_nodes(self) -> tuple[list[str], list[str]]:
+        """(live, dead): the other indexed nodes, by whether their lease still exists."""
+        presence = self._presence()
+        live: list[str] = []
+        dead: list[str] = []
+        for node in await presence.hgetall(NODES):
+            if node != self.node_id:
+                (live if await presence.exists(lease_key(node)) else dead).append(node)
+        return live, dead
+
+    async def _held_by(self, nodes: list[str]) -> set[str]:
+        """Every teacher field these nodes hold."""
+        held: set[str] = set()
+        for node in nodes:
+            held.update(await self._presence().hgetall(teachers_key(node)))
+        return held
+
     async def sweep(self, adopt: Adopt) -> int:
         """Adopt the teachers of every indexed node whose lease is gone; how many."""
         presence = self._presence()
-        nodes = list(await presence.hgetall(NODES))
-        live: list[str] = []
-        dead: list[str] = []
-        for node in nodes:
-            (live if node == self.node_id or await presence.exists(lease_key(node))
-             else dead).append(node)
+        live, dead = await self._other_nodes()
+        held: set[str] | None = None  # by the live nodes, this one included: read once
         adopted = 0
         for node in dead:
             if not await presence.set(f"presence_sweep:{node}", self.node_id,
                                       ttl_s=SWEEP_CLAIM_TTL_S, nx=True):
                 continue  # another node sweeps it
-            held_elsewhere: set[str] = set()
-            for other in live:
-                held_elsewhere.update(await presence.hgetall(teachers_key(other)))
+            if held is None:
+                held = await self._held_by([self.node_id, *live])
             count = 0
             for field in await presence.hgetall(teachers_key(node)):
                 org_id, _, user_id = field.partition("/")
-                if field in held_elsewhere or not user_id:
+                if field in held or not user_id:
                     continue
                 if await adopt(org_id, user_id, node):
                     count += 1

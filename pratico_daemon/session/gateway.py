@@ -120,8 +120,7 @@ class Gateway:
                     continue
                 engine.heartbeat(now)
                 if not engine.closed:
-                    heapq.heappush(beats, (engine.eio.next_deadline(), next(self._beat_order),
-                                           engine))
+                    self.watch_heartbeat(engine)
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> bool:
         """Run `fn(*args, **kwargs)` in the gateway's nursery, failures logged and contained.

@@ -16,8 +16,8 @@ import pytest
 import trio
 
 from pratico_daemon.auth import Authenticator
-from tests.classroom.remote import python_client
-from tests.conftest import make_config, start_daemon
+from tests.classroom.remote import Remote, python_client
+from tests.conftest import RunningDaemon, make_config, start_daemon
 from tests.support import http
 from tests.support.process import daemon_process, write_config
 from tests.support.redis import REDIS_URL
@@ -33,6 +33,42 @@ async def until(read: Callable[[], Awaitable[Any]], expected: Any, limit_s: floa
     with trio.fail_after(limit_s):
         while await read() != expected:  # noqa: ASYNC110 - nothing in-process to wait on
             await trio.sleep(0.05)
+
+
+class Seen:
+    """Teacher t1's presence keys in Redis, as a test reads them."""
+
+    def __init__(self, raw_redis: Any, prefix: str) -> None:
+        self.raw = raw_redis
+        self.prefix = prefix
+        self.alive = f"{prefix}alive:org_org1_user_t1"
+
+    async def state(self) -> bytes | None:
+        return await self.raw("HGET", self.alive, "state")  # type: ignore[no-any-return]
+
+    async def pttl(self) -> int:
+        return await self.raw("PTTL", self.alive)  # type: ignore[no-any-return]
+
+    async def held_by(self, node: str) -> list[bytes]:
+        return await self.raw(  # type: ignore[no-any-return]
+            "HKEYS", f"{self.prefix}presence_teachers:{node}")
+
+
+def node_config(tmp_path: Path, node: str, pg_dsn: str, redis_prefix: str, *,
+                redis_url: str = REDIS_URL, lease_s: float = LEASE_S) -> Any:
+    """An in-process node: its own state dir and id, the shared stores, a 60 s grace."""
+    return make_config(tmp_path / node, daemon={"node_id": node}, postgres={"dsn": pg_dsn},
+                       redis={"url": redis_url, "key_prefix": redis_prefix},
+                       presence={"disconnect_grace_s": 60, "node_lease_s": lease_s})
+
+
+async def teacher_on(nursery: trio.Nursery, node: RunningDaemon) -> Remote:
+    """Teacher t1 of org1, connected to `node` with python-socketio."""
+    teacher = await python_client(nursery, node.url)
+    connected = await teacher.connect({"role": "teacher", "org_id": "org1",
+                                       "auth": node.token("t1", "teacher", "org1")})
+    assert connected["connected"]
+    return teacher
 
 
 async def test_a_killed_node_s_teacher_goes_into_grace_and_the_lesson_ends(
@@ -90,37 +126,23 @@ async def test_a_node_cut_off_longer_than_its_lease_asserts_its_teachers_again(
     `connect` again before the grace runs out."""
     proxy = TcpProxy("127.0.0.1", 6379)
     proxy_port = await nursery.start(proxy.run)
-    common = {"postgres": {"dsn": pg_dsn},
-              "presence": {"disconnect_grace_s": 60, "node_lease_s": LEASE_S}}
-    a = await start_daemon(nursery, make_config(
-        tmp_path / "a", daemon={"node_id": "A"}, **common,
-        redis={"url": f"redis://127.0.0.1:{proxy_port}/0", "key_prefix": redis_prefix}))
-    b = await start_daemon(nursery, make_config(
-        tmp_path / "b", daemon={"node_id": "B"}, **common,
-        redis={"url": REDIS_URL, "key_prefix": redis_prefix}))
-    alive = f"{redis_prefix}alive:org_org1_user_t1"
+    a = await start_daemon(nursery, node_config(
+        tmp_path, "A", pg_dsn, redis_prefix, redis_url=f"redis://127.0.0.1:{proxy_port}/0"))
+    b = await start_daemon(nursery, node_config(tmp_path, "B", pg_dsn, redis_prefix))
+    seen = Seen(raw_redis, redis_prefix)
     try:
-        teacher = await python_client(nursery, a.url)
-        assert (await teacher.connect({"role": "teacher", "org_id": "org1",
-                                       "auth": a.token("t1", "teacher", "org1")}))["connected"]
-        assert await raw_redis("HKEYS", f"{redis_prefix}presence_teachers:A") == [b"org1/t1"]
-
-        async def state() -> bytes | None:
-            return await raw_redis("HGET", alive, "state")  # type: ignore[no-any-return]
-
-        async def held_by_a() -> list[bytes]:
-            return await raw_redis(  # type: ignore[no-any-return]
-                "HKEYS", f"{redis_prefix}presence_teachers:A")
+        teacher = await teacher_on(nursery, a)
+        assert await seen.held_by("A") == [b"org1/t1"]
 
         proxy.cut()
-        await until(state, b"disconnect", LEASE_S + 10)  # A's lease runs out; B adopts
-        assert 0 < await raw_redis("PTTL", alive) <= 60_000
-        assert not await raw_redis("EXISTS", f"{redis_prefix}presence_teachers:A")
+        await until(seen.state, b"disconnect", LEASE_S + 10)  # A's lease runs out; B adopts
+        assert 0 < await seen.pttl() <= 60_000
+        assert await seen.held_by("A") == []
 
         proxy.restore()
-        await until(state, b"connect", LEASE_S + 15)  # A renews, sees the lapse, asserts
-        assert await raw_redis("PTTL", alive) == -1
-        await until(held_by_a, [b"org1/t1"], LEASE_S + 5)  # its renewals write its hold back
+        await until(seen.state, b"connect", LEASE_S + 15)  # A renews, sees the lapse, asserts
+        assert await seen.pttl() == -1
+        await until(lambda: seen.held_by("A"), [b"org1/t1"], LEASE_S + 5)  # holds written back
         await teacher.send(op="exit")
     finally:
         a.daemon.request_shutdown()
@@ -130,35 +152,18 @@ async def test_a_node_cut_off_longer_than_its_lease_asserts_its_teachers_again(
 async def test_a_teacher_on_two_nodes_stays_connected_until_its_last_connection_drops(
         nursery: trio.Nursery, tmp_path: Path, pg_dsn: str, redis_prefix: str,
         raw_redis: Any) -> None:
-    common = {"postgres": {"dsn": pg_dsn},
-              "redis": {"url": REDIS_URL, "key_prefix": redis_prefix},
-              "presence": {"disconnect_grace_s": 60, "node_lease_s": LEASE_S}}
-    nodes = [await start_daemon(nursery, make_config(tmp_path / name, daemon={"node_id": name},
-                                                     **common)) for name in ("A", "B")]
-    alive = f"{redis_prefix}alive:org_org1_user_t1"
-
-    async def state() -> bytes | None:
-        return await raw_redis("HGET", alive, "state")  # type: ignore[no-any-return]
-
-    async def held_by_a() -> list[bytes]:
-        return await raw_redis(  # type: ignore[no-any-return]
-            "HKEYS", f"{redis_prefix}presence_teachers:A")
-
+    nodes = [await start_daemon(nursery, node_config(tmp_path, name, pg_dsn, redis_prefix))
+             for name in ("A", "B")]
+    seen = Seen(raw_redis, redis_prefix)
     try:
-        teachers = []
-        for node in nodes:
-            teacher = await python_client(nursery, node.url)
-            assert (await teacher.connect({"role": "teacher", "org_id": "org1",
-                                           "auth": node.token("t1", "teacher", "org1")}))[
-                "connected"]
-            teachers.append(teacher)
+        teachers = [await teacher_on(nursery, node) for node in nodes]
         await teachers[0].close()  # the connection on A drops ...
-        await until(held_by_a, [], 10)  # ... and A has let go of its hold
-        assert await state() == b"connect"  # B still holds the teacher
-        assert await raw_redis("PTTL", alive) == -1
+        await until(lambda: seen.held_by("A"), [], 10)  # ... and A has let go of its hold
+        assert await seen.state() == b"connect"  # B still holds the teacher
+        assert await seen.pttl() == -1
         await teachers[1].close()  # the last connection: now the grace starts
-        await until(state, b"disconnect", 10)
-        assert 0 < await raw_redis("PTTL", alive) <= 60_000
+        await until(seen.state, b"disconnect", 10)
+        assert 0 < await seen.pttl() <= 60_000
         for teacher in teachers:
             await teacher.send(op="exit")
     finally:
@@ -170,24 +175,14 @@ async def test_a_connected_teacher_whose_presence_was_overwritten_is_repaired(
         nursery: trio.Nursery, tmp_path: Path, pg_dsn: str, redis_prefix: str,
         raw_redis: Any) -> None:
     """A disconnect on another node can race a connect here; the renewal repairs it."""
-    node = await start_daemon(nursery, make_config(
-        tmp_path / "a", daemon={"node_id": "A"}, postgres={"dsn": pg_dsn},
-        redis={"url": REDIS_URL, "key_prefix": redis_prefix},
-        presence={"disconnect_grace_s": 60, "node_lease_s": LEASE_S}))
-    alive = f"{redis_prefix}alive:org_org1_user_t1"
-
-    async def state() -> bytes | None:
-        return await raw_redis("HGET", alive, "state")  # type: ignore[no-any-return]
-
+    node = await start_daemon(nursery, node_config(tmp_path, "A", pg_dsn, redis_prefix))
+    seen = Seen(raw_redis, redis_prefix)
     try:
-        teacher = await python_client(nursery, node.url)
-        assert (await teacher.connect({"role": "teacher", "org_id": "org1",
-                                       "auth": node.token("t1", "teacher", "org1")}))[
-            "connected"]
-        await raw_redis("HSET", alive, "state", "disconnect")
-        await raw_redis("PEXPIRE", alive, 60_000)
-        await until(state, b"connect", LEASE_S + 5)
-        assert await raw_redis("PTTL", alive) == -1
+        teacher = await teacher_on(nursery, node)
+        await raw_redis("HSET", seen.alive, "state", "disconnect")
+        await raw_redis("PEXPIRE", seen.alive, 60_000)
+        await until(seen.state, b"connect", LEASE_S + 5)
+        assert await seen.pttl() == -1
         await teacher.send(op="exit")
     finally:
         node.daemon.request_shutdown()
@@ -201,20 +196,12 @@ async def test_a_disconnect_that_could_not_be_written_is_finished_by_the_renewal
     without a connection and puts the teacher in grace."""
     proxy = TcpProxy("127.0.0.1", 6379)
     proxy_port = await nursery.start(proxy.run)
-    node = await start_daemon(nursery, make_config(
-        tmp_path / "a", daemon={"node_id": "A"}, postgres={"dsn": pg_dsn},
-        redis={"url": f"redis://127.0.0.1:{proxy_port}/0", "key_prefix": redis_prefix},
-        presence={"disconnect_grace_s": 60, "node_lease_s": 30}))
-    alive = f"{redis_prefix}alive:org_org1_user_t1"
-
-    async def state() -> bytes | None:
-        return await raw_redis("HGET", alive, "state")  # type: ignore[no-any-return]
-
+    node = await start_daemon(nursery, node_config(
+        tmp_path, "A", pg_dsn, redis_prefix, redis_url=f"redis://127.0.0.1:{proxy_port}/0",
+        lease_s=30))
+    seen = Seen(raw_redis, redis_prefix)
     try:
-        teacher = await python_client(nursery, node.url)
-        assert (await teacher.connect({"role": "teacher", "org_id": "org1",
-                                       "auth": node.token("t1", "teacher", "org1")}))[
-            "connected"]
+        teacher = await teacher_on(nursery, node)
         proxy.cut()
         await teacher.close()  # the disconnect's writes fail (bounded by 5 s) ...
         classroom = node.daemon.services.gateway.namespaces["/classroom"]
@@ -222,11 +209,11 @@ async def test_a_disconnect_that_could_not_be_written_is_finished_by_the_renewal
             while classroom._live_teachers():  # noqa: ASYNC110 - in-process, no event
                 await trio.sleep(0.1)
         await trio.sleep(6)  # the disconnect hook gives up after DISCONNECT_WRITE_TIMEOUT_S
-        assert await state() == b"connect"  # nothing written: Redis was away
+        assert await seen.state() == b"connect"  # nothing written: Redis was away
         proxy.restore()
-        await until(state, b"disconnect", 30)  # the next renewal (a third of 30 s)
-        assert 0 < await raw_redis("PTTL", alive) <= 60_000
-        assert not await raw_redis("HKEYS", f"{redis_prefix}presence_teachers:A")
+        await until(seen.state, b"disconnect", 30)  # the next renewal (a third of 30 s)
+        assert 0 < await seen.pttl() <= 60_000
+        assert await seen.held_by("A") == []
         await teacher.send(op="exit")
     finally:
         node.daemon.request_shutdown()

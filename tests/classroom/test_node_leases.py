@@ -23,6 +23,17 @@ def leases(presence: Any, node: str) -> NodeLeases:
     return NodeLeases(lambda: presence, node, 30.0, enabled=True)
 
 
+class Adoptions:
+    """An `adopt` that records (org, user, node) and puts every teacher in grace."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    async def __call__(self, org_id: str, user_id: str, node: str) -> bool:
+        self.calls.append((org_id, user_id, node))
+        return True
+
+
 async def test_the_sweep_adopts_only_teachers_no_live_node_holds(presence: Any) -> None:
     dead, alive_node, sweeper = (leases(presence, n) for n in ("dead", "b", "c"))
     for node in (dead, alive_node, sweeper):
@@ -32,14 +43,9 @@ async def test_the_sweep_adopts_only_teachers_no_live_node_holds(presence: Any) 
     await alive_node.hold("org1", "t2")
     await presence.delete(lease_key("dead"))  # its lease ran out
 
-    adopted: list[tuple[str, str, str]] = []
-
-    async def adopt(org_id: str, user_id: str, node: str) -> bool:
-        adopted.append((org_id, user_id, node))
-        return True
-
+    adopt = Adoptions()
     assert await sweeper.sweep(adopt) == 1
-    assert adopted == [("org1", "t1", "dead")]
+    assert adopt.calls == [("org1", "t1", "dead")]
     assert not await presence.exists(teachers_key("dead"))
     assert set(await presence.hgetall(NODES)) == {"b", "c"}
     # Node b's own teachers and lease are untouched; a second sweep finds nothing.
@@ -82,14 +88,9 @@ async def test_a_node_restarted_under_its_id_adopts_its_leftovers(presence: Any)
     await before.renew()
     await before.hold("org1", "t1")  # ... then the process is killed
     after = leases(presence, "n1")  # the same node id, a new run
-    adopted: list[tuple[str, str, str]] = []
-
-    async def adopt(org_id: str, user_id: str, node: str) -> bool:
-        adopted.append((org_id, user_id, node))
-        return True
-
+    adopt = Adoptions()
     assert await after.adopt_stale_holds(adopt) == 1
-    assert adopted == [("org1", "t1", "n1")]
+    assert adopt.calls == [("org1", "t1", "n1")]
 
 
 async def test_renewal_writes_the_holds_back(presence: Any) -> None:
